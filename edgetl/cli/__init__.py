@@ -1,0 +1,42 @@
+"""The `edgetl` command line: a thin typer shell over the Python API.
+
+Each area owns one module here; heavy imports (TensorFlow) happen inside the
+commands so that `edgetl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from edgetl.cli import data, demo, export, fleet, openset, train, visualize
+
+app = typer.Typer(
+    name="edgetl",
+    help="Transfer learning to TFLite for smart cameras: train, quantize, sign, deploy, detect the unknown.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+data.register(app)
+train.register(app)
+export.register(app)
+openset.register(app)
+visualize.register(app)
+fleet.register(app)
+demo.register(app)
+
+
+def main() -> None:
+    app()

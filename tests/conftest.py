@@ -1,0 +1,48 @@
+"""Shared fixtures: the shared data folder and real Mosquitto brokers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.mosquitto import MosquittoBroker, mosquitto_binary
+from tests.support.shared import shared_data_dir
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared third-party data; tests that need it skip with a reason when absent."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (set EDGETL_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A fresh Mosquitto on a free port, stopped after the test."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto not installed (tools/test.sh installs it)")
+    b = MosquittoBroker(workdir=tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    """Make brokers with custom config (TLS, passwords, ACLs); all stopped after the test."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto not installed (tools/test.sh installs it)")
+    made: list[MosquittoBroker] = []
+
+    def make(**kwargs) -> MosquittoBroker:
+        kwargs.setdefault("workdir", tmp_path / f"broker{len(made)}")
+        b = MosquittoBroker(**kwargs)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()

@@ -1,0 +1,1 @@
+"""Test and benchmark support: real services (Mosquitto) and shared-data lookup."""
