@@ -11,6 +11,7 @@ import logging
 import typer
 
 from edgetl.cli import data, demo, export, fleet, openset, train, visualize
+from edgetl.cli._errors import wrap_user_errors
 
 app = typer.Typer(
     name="edgetl",
@@ -36,6 +37,7 @@ openset.register(app)
 visualize.register(app)
 fleet.register(app)
 demo.register(app)
+wrap_user_errors(app)
 
 
 def main() -> None:

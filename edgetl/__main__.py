@@ -1,0 +1,3 @@
+from edgetl.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""Turn user-facing errors into one line on stderr and exit code 2, for every command.
+
+Wrapping the callbacks (rather than `main`) makes the behaviour the same under
+typer's CliRunner, the console script and `python -m edgetl`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+try:  # the device package is part of the same distribution, but keep the host CLI importable alone
+    from edgetl_device.errors import DeviceError
+except ImportError:  # pragma: no cover
+    DeviceError = RuntimeError  # type: ignore[misc,assignment]
+
+from edgetl.errors import EdgetlError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (EdgetlError, DeviceError)
+
+
+def _wrap(callback: Callable[..., Any]) -> Callable[..., Any]:
+    if getattr(callback, "_edgetl_wrapped", False):
+        return callback
+
+    @functools.wraps(callback)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except USER_ERRORS as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+
+    wrapper._edgetl_wrapped = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def wrap_user_errors(app: typer.Typer) -> None:
+    """Wrap every command callback of `app` and its sub-apps (recursively)."""
+    for command in app.registered_commands:
+        if command.callback is not None:
+            command.callback = _wrap(command.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            wrap_user_errors(group.typer_instance)
