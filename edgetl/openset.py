@@ -1,0 +1,370 @@
+"""Fit, calibrate and evaluate open-set ("unknown object") scorers on the host.
+
+Works on arrays of (probabilities, L2-normalised embeddings, labels); getting
+those from a run or a TFLite model is in `edgetl.openset_data` style helpers at
+the bottom of this module (TensorFlow only imported there, lazily).
+
+Conventions (used by the CLI, the plots and `tools/bench_openset.py`):
+- a score is higher for more unknown frames; a frame is flagged when score > threshold;
+- AUROC: probability that a random unknown frame scores above a random known one;
+- FPR@95TPR: with known frames as positives (the usual OOD convention, Liang et al. 2018),
+  the fraction of unknown frames still accepted as known when 95 % of known frames are
+  accepted -- i.e. missed unknowns at a 5 % false-alarm rate;
+- false-alarm rate: fraction of known frames flagged at the chosen threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import EdgetlError
+from edgetl_device.openset import (
+    KNN,
+    MAX_BANK,
+    MSP,
+    SCORER_NAMES,
+    Combined,
+    Cosine,
+    LinearHead,
+    Mahalanobis,
+    Scorer,
+    l2_normalise,
+    load_npz,
+    load_scorer,
+    save_npz,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FALSE_ALARM = 0.05
+AUTO_CANDIDATES = ("msp", "energy", "cosine", "knn", "mahalanobis", "relative_mahalanobis", "combined")
+
+
+# --------------------------------------------------------------------------- metrics
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Area under the ROC curve for "unknown scores higher" (Mann-Whitney U, ties count half)."""
+    known, unknown = np.asarray(known, np.float64).ravel(), np.asarray(unknown, np.float64).ravel()
+    if len(known) == 0 or len(unknown) == 0:
+        raise EdgetlError("AUROC needs both known and unknown scores; give some of each")
+    scores = np.concatenate([known, unknown])
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties
+    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
+    avg = start + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    u = ranks[len(known):].sum() - len(unknown) * (len(unknown) + 1) / 2.0
+    return float(u / (len(known) * len(unknown)))
+
+
+def fpr_at_tpr(known: np.ndarray, unknown: np.ndarray, tpr: float = 0.95) -> float:
+    """Fraction of unknown frames accepted as known when `tpr` of known frames are accepted."""
+    known, unknown = np.asarray(known, np.float64).ravel(), np.asarray(unknown, np.float64).ravel()
+    t = np.quantile(known, tpr, method="higher")  # accept score <= t: >= tpr of known accepted
+    return float(np.mean(unknown <= t))
+
+
+def false_alarm_rate(known: np.ndarray, threshold: float) -> float:
+    return float(np.mean(np.asarray(known) > threshold))
+
+
+def detection_rate(unknown: np.ndarray, threshold: float) -> float:
+    return float(np.mean(np.asarray(unknown) > threshold))
+
+
+def roc_curve(known: np.ndarray, unknown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-alarm rate, detection rate) over all thresholds, from (0,0) to (1,1)."""
+    thresholds = np.unique(np.concatenate([known, unknown]))[::-1]
+    fa = np.array([0.0] + [np.mean(known >= t) for t in thresholds])
+    det = np.array([0.0] + [np.mean(unknown >= t) for t in thresholds])
+    return fa, det
+
+
+def calibrate_threshold(known_scores: np.ndarray, target_false_alarm: float = DEFAULT_FALSE_ALARM) -> float:
+    """The lowest threshold that flags at most `target_false_alarm` of these known frames."""
+    s = np.sort(np.asarray(known_scores, np.float64).ravel())
+    if len(s) == 0:
+        raise EdgetlError("no held-out known frames to calibrate the threshold on; add validation data")
+    if not 0.0 < target_false_alarm < 1.0:
+        raise EdgetlError(f"target false-alarm rate must be between 0 and 1, got {target_false_alarm}")
+    allowed = int(np.floor(target_false_alarm * len(s)))
+    return float(s[len(s) - allowed - 1])
+
+
+# --------------------------------------------------------------------------- fitting
+def _check(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    e = np.asarray(embeddings, np.float32)
+    y = np.asarray(labels).astype(int).ravel()
+    if e.ndim != 2 or len(e) != len(y) or len(e) == 0:
+        raise EdgetlError(f"need embeddings [N, D] and N labels, got {e.shape} and {y.shape}")
+    return l2_normalise(e), y
+
+
+def fit_linear_head(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, l2: float = 1e-4,
+                    steps: int = 300, lr: float = 0.5, scale: float = 16.0,
+                    outliers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax regression on normalised embeddings (full-batch Adam); returns (W [D,C], b [C]).
+
+    `scale` multiplies the features (cosine-classifier style) so logits can grow past the
+    [-1, 1] range of a unit vector. Outliers (optional, outlier exposure) are pushed
+    towards the uniform distribution (Hendrycks et al. 2019), weight 0.5.
+    """
+    e, y = _check(embeddings, labels)
+    x = e * scale
+    onehot = np.eye(n_classes, dtype=np.float32)[y]
+    xo = None if outliers is None or len(outliers) == 0 else l2_normalise(outliers) * scale
+    w = np.zeros((x.shape[1], n_classes), np.float32)
+    b = np.zeros(n_classes, np.float32)
+    m = [np.zeros_like(w), np.zeros_like(b)]
+    v = [np.zeros_like(w), np.zeros_like(b)]
+    for t in range(1, steps + 1):
+        z = x @ w + b
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g = (p - onehot) / len(x)
+        gw, gb = x.T @ g + l2 * w, g.sum(0)
+        if xo is not None:
+            zo = xo @ w + b
+            po = np.exp(zo - zo.max(1, keepdims=True))
+            po /= po.sum(1, keepdims=True)
+            go = 0.5 * (po - 1.0 / n_classes) / len(xo)
+            gw, gb = gw + xo.T @ go, gb + go.sum(0)
+        for i, (param, grad) in enumerate(((w, gw), (b, gb))):
+            m[i] = 0.9 * m[i] + 0.1 * grad
+            v[i] = 0.999 * v[i] + 0.001 * grad * grad
+            param -= lr * 0.01 * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
+    return (w * scale).astype(np.float32), b.astype(np.float32)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _whiten(centered: np.ndarray, shrinkage: float, rank: int | None) -> np.ndarray:
+    """W with W W^T = inverse of the shrunk covariance (optionally the top `rank` directions)."""
+    d = centered.shape[1]
+    cov = centered.T @ centered / max(len(centered) - 1, 1)
+    cov = (1 - shrinkage) * cov + shrinkage * (np.trace(cov) / d) * np.eye(d, dtype=cov.dtype)
+    vals, vecs = np.linalg.eigh(cov.astype(np.float64))
+    vals = np.maximum(vals, 1e-12)
+    if rank is not None and rank < d:
+        vals, vecs = vals[-rank:], vecs[:, -rank:]
+    return (vecs / np.sqrt(vals)).astype(np.float32)
+
+
+def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray, relative: bool = False,
+                    shrinkage: float = 0.1) -> Mahalanobis:
+    e, y = _check(embeddings, labels)
+    classes = np.unique(y)
+    means = np.stack([e[y == c].mean(0) for c in classes])
+    centered = e - means[np.searchsorted(classes, y)]
+    whiten = _whiten(centered, shrinkage, None)
+    if not relative:
+        return Mahalanobis(means, whiten)
+    mu0 = e.mean(0)
+    return Mahalanobis(means, whiten, mu0, _whiten(e - mu0, shrinkage, None))
+
+
+def subsample_bank(embeddings: np.ndarray, labels: np.ndarray, size: int = MAX_BANK,
+                   seed: int = 0) -> np.ndarray:
+    """At most `size` training embeddings, class-balanced-ish (random within class)."""
+    e, y = _check(embeddings, labels)
+    if len(e) <= size:
+        return e
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    per = max(size // len(classes), 1)
+    keep: list[int] = []
+    for c in classes:
+        idx = np.flatnonzero(y == c)
+        keep.extend(rng.choice(idx, min(per, len(idx)), replace=False).tolist())
+    rest = np.setdiff1d(np.arange(len(e)), keep)
+    if len(keep) < size:
+        keep.extend(rng.choice(rest, size - len(keep), replace=False).tolist())
+    return e[np.sort(np.asarray(keep[:size]))]
+
+
+@dataclass
+class FitData:
+    """What the scorers are fitted on: training (probs, embeddings, labels), optional outliers."""
+
+    probs: np.ndarray
+    embeddings: np.ndarray
+    labels: np.ndarray
+    n_classes: int
+    outliers: np.ndarray | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_scorer(name: str, data: FitData, calib: tuple[np.ndarray, np.ndarray] | None = None) -> Scorer:
+    """Fit scorer `name` on training data. `calib` = (probs, embeddings) of held-out known frames,
+    used by ``combined`` to standardise its parts (falls back to the training data)."""
+    opts = data.options
+    if name == "msp":
+        return MSP()
+    if name in ("energy", "maxlogit"):
+        w, b = fit_linear_head(data.embeddings, data.labels, data.n_classes, outliers=data.outliers)
+        return LinearHead(w, b, float(opts.get("temperature", 1.0)), kind=name)
+    if name == "cosine":
+        e, y = _check(data.embeddings, data.labels)
+        return Cosine(np.stack([e[y == c].mean(0) for c in np.unique(y)]))
+    if name == "knn":
+        bank = subsample_bank(data.embeddings, data.labels, int(opts.get("bank_size", MAX_BANK)))
+        return KNN(bank, k=min(int(opts.get("k", 1)), len(bank)))
+    if name in ("mahalanobis", "relative_mahalanobis"):
+        return fit_mahalanobis(data.embeddings, data.labels, relative=name == "relative_mahalanobis",
+                               shrinkage=float(opts.get("shrinkage", 0.1)))
+    if name == "combined":
+        parts = [fit_scorer(p, data) for p in opts.get("parts", ("relative_mahalanobis", "knn"))]
+        cp, ce = calib if calib is not None else (data.probs, data.embeddings)
+        scores = [p.score_batch(cp, ce) for p in parts]
+        weights = opts.get("weights") or [1.0] * len(parts)
+        return Combined(parts, [float(np.mean(s)) for s in scores], [float(np.std(s)) for s in scores], weights)
+    raise EdgetlError(f"unknown scorer {name!r}; choose one of {', '.join(SCORER_NAMES)} or auto")
+
+
+def scorer_params(scorer: Scorer, threshold: float, target_false_alarm: float,
+                  extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The `openset.json` content and `openset.npz` arrays for a fitted, calibrated scorer."""
+    params, arrays = scorer.state()
+    doc = {"scorer": scorer.name, "threshold": float(threshold), "target_false_alarm": float(target_false_alarm),
+           "params": params, "file": "openset.npz"}
+    if extra:
+        doc |= extra
+    return doc, arrays
+
+
+def save_openset(out_dir: Path, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_npz(out_dir / doc.get("file", "openset.npz"), arrays)
+    (out_dir / "openset.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return out_dir / "openset.json"
+
+
+def load_openset(out_dir: Path) -> tuple[dict[str, Any], Scorer]:
+    path = Path(out_dir) / "openset.json"
+    if not path.is_file():
+        raise EdgetlError(f"{path} not found; run `edgetl openset fit RUN` first")
+    doc = json.loads(path.read_text())
+    arrays = load_npz(Path(out_dir) / doc.get("file", "openset.npz")) if doc.get("file") else {}
+    return doc, load_scorer(doc, arrays)
+
+
+# --------------------------------------------------------------------------- leave-one-class-out
+def _drop_class(labels: np.ndarray, held: int) -> np.ndarray:
+    """Relabel 0..C-1 without class `held` (classes above it shift down by one)."""
+    return np.where(labels > held, labels - 1, labels)
+
+
+def loco_scores(name: str, train: FitData, val_probs: np.ndarray | None, val_emb: np.ndarray,
+                val_labels: np.ndarray, held: int, retrain_head: bool = True,
+                extra_unknown: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Known / unknown scores with class `held` removed from training.
+
+    With `retrain_head` the probabilities come from a softmax head refitted on the other
+    classes' embeddings (the frozen-backbone variant); otherwise the given probabilities
+    are renormalised over the remaining classes.
+    """
+    keep = train.labels != held
+    y_tr = _drop_class(train.labels[keep], held)
+    c = train.n_classes - 1
+    if retrain_head:
+        w, b = fit_linear_head(train.embeddings[keep], y_tr, c)
+        p_tr = softmax(l2_normalise(train.embeddings[keep]) @ w + b)
+        p_val = softmax(l2_normalise(val_emb) @ w + b)
+        p_extra = None if extra_unknown is None else softmax(l2_normalise(extra_unknown) @ w + b)
+    else:
+        def renorm(p: np.ndarray) -> np.ndarray:
+            q = np.delete(p, held, axis=1)
+            return q / np.maximum(q.sum(1, keepdims=True), 1e-12)
+        p_tr = renorm(train.probs[keep])
+        p_val = renorm(val_probs)
+        p_extra = None
+    sub = FitData(p_tr, train.embeddings[keep], y_tr, c, train.outliers, train.options)
+    known = val_labels != held
+    scorer = fit_scorer(name, sub, calib=(p_tr, train.embeddings[keep]))
+    s = scorer.score_batch(p_val, val_emb)
+    out = {"known": s[known], "unknown": s[~known]}
+    if extra_unknown is not None and p_extra is not None:
+        out["far"] = scorer.score_batch(p_extra, extra_unknown)
+    return out
+
+
+def leave_one_class_out(names: Sequence[str], train: FitData, val_probs: np.ndarray | None,
+                        val_emb: np.ndarray, val_labels: np.ndarray, retrain_head: bool = True
+                        ) -> dict[str, list[dict[str, float]]]:
+    """Per scorer, per held-out class: AUROC and FPR@95TPR of that class against the other classes."""
+    results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+    for held in range(train.n_classes):
+        if not np.any(val_labels == held) or not np.any(train.labels == held):
+            continue
+        for name in names:
+            s = loco_scores(name, train, val_probs, val_emb, val_labels, held, retrain_head)
+            results[name].append({"held": held, "auroc": auroc(s["known"], s["unknown"]),
+                                  "fpr95": fpr_at_tpr(s["known"], s["unknown"])})
+    return results
+
+
+def choose_scorer(train: FitData, val_probs: np.ndarray | None, val_emb: np.ndarray, val_labels: np.ndarray,
+                  candidates: Sequence[str] = AUTO_CANDIDATES, unknown: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[str, dict[str, float]]:
+    """`--scorer auto`: the candidate with the best validation AUROC.
+
+    With validation unknowns (`unknown` = (probs, embeddings)) it scores them directly;
+    without, it uses leave-one-class-out on the validation set.
+    """
+    table: dict[str, float] = {}
+    for name in candidates:
+        if unknown is not None:
+            scorer = fit_scorer(name, train)
+            table[name] = auroc(scorer.score_batch(val_probs, val_emb), scorer.score_batch(*unknown))
+        else:
+            res = leave_one_class_out([name], train, val_probs, val_emb, val_labels, retrain_head=True)
+            table[name] = float(np.mean([r["auroc"] for r in res[name]])) if res[name] else float("nan")
+    best = max(table, key=lambda k: -1.0 if np.isnan(table[k]) else table[k])
+    log.info("scorer auto: %s", ", ".join(f"{k}={v:.3f}" for k, v in table.items()))
+    return best, table
+
+
+# --------------------------------------------------------------------------- plots
+def plot_scores(known: np.ndarray, unknown: np.ndarray, threshold: float | None, title: str, path: Path) -> Path:
+    """Score histograms (known vs unknown) with the threshold, and the ROC curve, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    bins = np.histogram_bin_edges(np.concatenate([known, unknown]), bins=40)
+    ax1.hist(known, bins=bins, alpha=0.6, density=True, label=f"known (n={len(known)})")
+    ax1.hist(unknown, bins=bins, alpha=0.6, density=True, label=f"unknown (n={len(unknown)})")
+    if threshold is not None:
+        ax1.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3g}")
+    ax1.set_xlabel("score (higher = more unknown)")
+    ax1.set_ylabel("density")
+    ax1.legend()
+    fa, det = roc_curve(np.asarray(known), np.asarray(unknown))
+    ax2.plot(fa, det, label=f"AUROC {auroc(known, unknown):.3f}")
+    ax2.plot([0, 1], [0, 1], color="grey", ls=":")
+    if threshold is not None:
+        ax2.plot([false_alarm_rate(known, threshold)], [detection_rate(unknown, threshold)], "ko",
+                 label="chosen threshold")
+    ax2.set_xlabel("false-alarm rate (known flagged)")
+    ax2.set_ylabel("detection rate (unknown flagged)")
+    ax2.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,137 @@
+"""Each open-set scorer on synthetic embeddings whose geometry makes the right answer known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgetl.openset import (
+    FitData,
+    auroc,
+    fit_scorer,
+    fpr_at_tpr,
+    leave_one_class_out,
+    softmax,
+)
+from edgetl_device.errors import DeviceError
+from edgetl_device.openset import KNN, Cosine, Mahalanobis, build_scorer, l2_normalise
+
+D, C = 32, 4
+
+
+def clusters(rng: np.random.Generator, n_per: int, centers: np.ndarray, spread: float = 0.15):
+    e = np.concatenate([c + spread * rng.standard_normal((n_per, D)) for c in centers])
+    y = np.repeat(np.arange(len(centers)), n_per)
+    return l2_normalise(e), y
+
+
+@pytest.fixture(scope="module")
+def world():
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((D, D)))[0]
+    centers = basis[:C]  # orthonormal class directions
+    far_center = basis[C + 1]  # orthogonal to every class: a "far" unknown
+    e_tr, y_tr = clusters(rng, 150, centers)
+    e_va, y_va = clusters(rng, 100, centers)
+    e_far, _ = clusters(rng, 200, far_center[None])
+    # "true" probabilities: a softmax on scaled cosine to the class directions
+    def probs(e):
+        return softmax(10 * e @ centers.T)
+    return dict(centers=centers, e_tr=e_tr, y_tr=y_tr, e_va=e_va, y_va=y_va, e_far=e_far, probs=probs)
+
+
+@pytest.mark.parametrize("name", ["msp", "energy", "maxlogit", "cosine", "knn", "mahalanobis",
+                                  "relative_mahalanobis", "combined"])
+def test_every_scorer_ranks_far_unknowns_above_known(world, name):
+    data = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C)
+    scorer = fit_scorer(name, data)
+    known = scorer.score_batch(world["probs"](world["e_va"]), world["e_va"])
+    far = scorer.score_batch(world["probs"](world["e_far"]), world["e_far"])
+    assert auroc(known, far) > 0.97, name
+    assert fpr_at_tpr(known, far) < 0.1, name
+    # the single-frame device call gives the batch result
+    one = scorer.score(world["probs"](world["e_far"][:1])[0], world["e_far"][0])
+    assert one == pytest.approx(far[0], rel=1e-4, abs=1e-5)
+
+
+def test_cosine_is_one_minus_similarity_to_nearest_prototype(world):
+    scorer = Cosine(world["centers"])
+    assert scorer.score(None, world["centers"][2]) == pytest.approx(0.0, abs=1e-6)
+    halfway = l2_normalise(world["centers"][0] + world["centers"][1])
+    assert scorer.score(None, halfway) == pytest.approx(1 - np.sqrt(0.5), abs=1e-5)
+    assert scorer.score(None, -world["centers"][0]) == pytest.approx(1.0, abs=1e-5)  # orthogonal to the others
+
+
+def test_knn_uses_the_kth_neighbour_and_bounds_the_bank(world):
+    bank = world["e_tr"][:50]
+    q = bank[7]
+    sims = np.sort(l2_normalise(bank.astype(np.float16).astype(np.float32)) @ q)[::-1]
+    assert KNN(bank, k=1).score(None, q) == pytest.approx(1 - sims[0], abs=1e-3)
+    assert KNN(bank, k=3).score(None, q) == pytest.approx(1 - sims[2], abs=1e-3)
+    assert KNN(bank).state()[1]["bank"].dtype == np.float16
+    with pytest.raises(DeviceError, match="more than 2000"):
+        KNN(np.ones((2001, 4)))
+
+
+def test_mahalanobis_weighs_directions_by_class_spread():
+    # one class stretched along x: a step along y (narrow) is stranger than the same step along x
+    rng = np.random.default_rng(1)
+    e = np.zeros((500, D))
+    e[:, 0] = 1.0
+    e[:, 1] = 0.3 * rng.standard_normal(500)
+    e[:, 2] = 0.02 * rng.standard_normal(500)
+    e[:, 3:] = 0.02 * rng.standard_normal((500, D - 3))
+    data = FitData(np.ones((500, 1)), e, np.zeros(500, int), 1)
+    scorer = fit_scorer("mahalanobis", data, None)
+    along_wide, along_narrow = np.zeros(D), np.zeros(D)
+    along_wide[[0, 1]] = [1.0, 0.2]
+    along_narrow[[0, 2]] = [1.0, 0.2]
+    assert scorer.score(None, along_narrow) > 20 * scorer.score(None, along_wide)
+    # cosine cannot tell them apart
+    cos = fit_scorer("cosine", data)
+    assert cos.score(None, along_narrow) == pytest.approx(cos.score(None, along_wide), rel=0.15)
+
+
+def test_relative_mahalanobis_ignores_a_direction_shared_by_all_data(world):
+    data = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C)
+    rel = fit_scorer("relative_mahalanobis", data)
+    plain = fit_scorer("mahalanobis", data)
+    assert isinstance(rel, Mahalanobis) and rel.relative and not plain.relative
+    # relative = plain minus the background distance, for every frame
+    bg = ((l2_normalise(world["e_far"]) - rel.background_mean) @ rel.background_whiten) ** 2
+    expected = plain.score_batch(None, world["e_far"]) - bg.sum(1)
+    assert np.allclose(rel.score_batch(None, world["e_far"]), expected, rtol=1e-3, atol=1e-2)
+
+
+def test_energy_is_lower_for_confident_known_frames(world):
+    data = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C)
+    energy = fit_scorer("energy", data)
+    z = energy.logits(world["e_va"][:5])
+    assert np.allclose(energy.score_batch(None, world["e_va"][:5]), -np.log(np.exp(z).sum(1)), atol=1e-4)
+    assert (energy.logits(world["e_va"]).argmax(1) == world["y_va"]).mean() > 0.95
+
+
+def test_state_round_trip_gives_identical_scores(world):
+    data = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C, options={"k": 3})
+    for name in ["energy", "knn", "relative_mahalanobis", "combined"]:
+        scorer = fit_scorer(name, data)
+        params, arrays = scorer.state()
+        again = build_scorer(scorer.name, params, arrays)
+        p = world["probs"](world["e_far"])
+        assert np.allclose(scorer.score_batch(p, world["e_far"]), again.score_batch(p, world["e_far"]), atol=1e-5)
+
+
+def test_leave_one_class_out_reports_each_class(world):
+    data = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C)
+    res = leave_one_class_out(["cosine"], data, None, world["e_va"], world["y_va"])
+    assert [r["held"] for r in res["cosine"]] == list(range(C))
+    # orthogonal classes: a held-out class is far from the rest
+    assert min(r["auroc"] for r in res["cosine"]) > 0.95
+
+
+def test_missing_embedding_is_a_clear_error(world):
+    scorer = Cosine(world["centers"])
+    with pytest.raises(DeviceError, match="embedding"):
+        scorer.score(np.ones(C) / C, None)
+    with pytest.raises(DeviceError, match="unknown open-set scorer"):
+        build_scorer("vim", {}, {})
