@@ -10,4 +10,16 @@ __version__ = "0.1.0"
 
 from edgetl.errors import EdgetlError
 
-__all__ = ["EdgetlError", "__version__"]
+__all__ = ["EdgetlError", "Run", "__version__", "evaluate", "train"]
+
+_LAZY = {"train": ("edgetl.train", "train"), "evaluate": ("edgetl.evaluate", "evaluate"), "Run": ("edgetl.run", "Run")}
+
+
+def __getattr__(name: str):
+    # Lazy so that `import edgetl` (and `edgetl --help`) never pulls TensorFlow.
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'edgetl' has no attribute {name!r}")

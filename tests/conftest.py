@@ -46,3 +46,11 @@ def broker_factory(tmp_path):
     yield make
     for b in made:
         b.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A real but tiny run folder (3 generated shape classes, 96 px, MobileNetV2 0.35), trained once."""
+    from tests.support.runs import make_tiny_run
+
+    return make_tiny_run(tmp_path_factory.mktemp("tiny_run"))

@@ -1,0 +1,182 @@
+"""Backbones: which architectures, alphas and sizes are valid, how weights are loaded, and the
+classifier built around them (raw pixels in, preprocessing inside, `embedding` and `probabilities`)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgetl.errors import EdgetlError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    alphas: tuple[float, ...]
+    min_size: int
+    imagenet_sizes: tuple[int, ...]  # sizes Keras ships ImageNet weights for (others: user weights only)
+    preprocessing: str  # "mobilenet" (x/127.5-1), "caffe" (BGR mean), or "builtin" (model includes it)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "mobilenet_v2": BackboneSpec("mobilenet_v2", (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), 32,
+                                 (96, 128, 160, 192, 224), "mobilenet"),
+    "mobilenet_v1": BackboneSpec("mobilenet_v1", (0.25, 0.5, 0.75, 1.0), 32, (128, 160, 192, 224), "mobilenet"),
+    "mobilenet_v3_small": BackboneSpec("mobilenet_v3_small", (0.75, 1.0), 32, (224,), "builtin"),
+    "mobilenet_v3_large": BackboneSpec("mobilenet_v3_large", (0.75, 1.0), 32, (224,), "builtin"),
+    "vgg16": BackboneSpec("vgg16", (1.0,), 32, (224,), "caffe"),
+}
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def check_combination(backbone: str, alpha: float, size: int, weights: str) -> BackboneSpec:
+    """Reject unsupported backbone/alpha/size/weights combinations before any work is done."""
+    spec = BACKBONES.get(backbone)
+    if spec is None:
+        raise EdgetlError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if not any(abs(alpha - a) < 1e-9 for a in spec.alphas):
+        raise EdgetlError(f"{backbone} does not support alpha {alpha}; supported: "
+                          f"{', '.join(str(a) for a in spec.alphas)}")
+    if size < spec.min_size:
+        raise EdgetlError(f"{backbone} needs --size >= {spec.min_size} (got {size})")
+    if weights == "imagenet" and size not in spec.imagenet_sizes:
+        raise EdgetlError(f"ImageNet weights for {backbone} exist only for sizes "
+                          f"{', '.join(map(str, spec.imagenet_sizes))}; pick one of those, or pass "
+                          "--weights PATH / --weights none")
+    return spec
+
+
+def _constructor(name: str):
+    import keras
+
+    return {
+        "mobilenet_v2": keras.applications.MobileNetV2,
+        "mobilenet_v1": keras.applications.MobileNet,
+        "mobilenet_v3_small": keras.applications.MobileNetV3Small,
+        "mobilenet_v3_large": keras.applications.MobileNetV3Large,
+        "vgg16": keras.applications.VGG16,
+    }[name]
+
+
+def _kwargs(spec: BackboneSpec, alpha: float) -> dict:
+    kw: dict = {"include_top": False}
+    if spec.name != "vgg16":
+        kw["alpha"] = alpha
+    if spec.preprocessing == "builtin":
+        kw["include_preprocessing"] = True
+    return kw
+
+
+def _preprocess(spec: BackboneSpec, x):
+    """Preprocessing as built-in Keras layers so the model reloads and converts without custom objects."""
+    import keras
+
+    if spec.preprocessing == "mobilenet":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(x)
+    if spec.preprocessing == "caffe":
+        # RGB->BGR and mean subtraction as a fixed 1x1 convolution (a permutation plus a bias).
+        conv = keras.layers.Conv2D(3, 1, name="preprocess", trainable=False)
+        y = conv(x)
+        kernel = np.zeros((1, 1, 3, 3), np.float32)
+        for out_c, in_c in enumerate((2, 1, 0)):
+            kernel[0, 0, in_c, out_c] = 1.0
+        conv.set_weights([kernel, -np.array(CAFFE_MEAN_BGR, np.float32)])
+        return y
+    return x
+
+
+def _load_pretrained(spec: BackboneSpec, alpha: float, size: int, weights: str):
+    """A standalone backbone with weights loaded, or None for weights='none'."""
+    ctor = _constructor(spec.name)
+    kw = _kwargs(spec, alpha)
+    shape = (size, size, 3)
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(15)  # offline hosts should fail fast, not hang
+        try:
+            return ctor(input_shape=shape, weights="imagenet", **kw)
+        except Exception as e:  # noqa: BLE001 - urllib/HTTP/OS errors all mean "could not fetch"
+            raise EdgetlError(f"could not get ImageNet weights for {spec.name} (no Keras cache and no "
+                              f"download: {type(e).__name__}: {str(e)[:120]}); pass --weights PATH with a "
+                              "local weights file, or --weights none") from e
+        finally:
+            socket.setdefaulttimeout(old)
+    path = Path(weights)
+    if not path.is_file():
+        raise EdgetlError(f"weights file {path} not found; pass --weights imagenet|none|PATH")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # Keras warns instead of failing on partial loads
+            return ctor(input_shape=shape, weights=str(path), **kw)
+    except Exception as e:  # noqa: BLE001 - Keras raises ValueError/UserWarning/h5py errors
+        alpha_txt = "" if spec.name == "vgg16" else f" alpha {alpha}"
+        raise EdgetlError(f"weights file {path} does not fit {spec.name}{alpha_txt} without top "
+                          f"({str(e).splitlines()[0][:160]}); give the matching --backbone/--alpha or "
+                          "another file") from e
+
+
+def build_backbone(backbone: str, alpha: float, size: int, weights: str):
+    """Return (inputs, features, backbone_layers): a flat graph raw pixels -> preprocessing -> features.
+
+    The backbone is built on our input tensor so its layers sit directly in the classifier (no nested
+    model): Grad-CAM and TFLite conversion see every layer. Weights are loaded into a standalone copy
+    and copied by layer name, which works for both legacy .h5 and Keras 3 .weights.h5 files.
+    """
+    import keras
+
+    spec = check_combination(backbone, alpha, size, weights)
+    pretrained = _load_pretrained(spec, alpha, size, weights)
+    inputs = keras.Input((size, size, 3), name="pixels")
+    x = _preprocess(spec, inputs)
+    net = _constructor(spec.name)(input_tensor=x, weights=None, **_kwargs(spec, alpha))
+    if pretrained is not None:
+        for layer in pretrained.layers:
+            if layer.weights:
+                net.get_layer(layer.name).set_weights(layer.get_weights())
+    own = {"pixels", "preprocess"}
+    layers = [lyr for lyr in net.layers if lyr.name not in own and not isinstance(lyr, keras.layers.InputLayer)]
+    return inputs, net.output, layers
+
+
+_BLOCK_RE = re.compile(r"(?:block_?|conv_(?:dw|pw)_|expanded_conv_?)(\d+)")
+
+
+def block_index(layer_name: str) -> int | None:
+    m = _BLOCK_RE.search(layer_name)
+    return int(m.group(1)) if m else None
+
+
+def top_block_layers(layers: list, blocks: int) -> list:
+    """The layers in the last `blocks` numbered blocks plus everything after them (e.g. Conv_1)."""
+    if blocks <= 0:
+        return []
+    numbers = sorted({n for lyr in layers if (n := block_index(lyr.name)) is not None})
+    if not numbers:
+        return layers[-blocks * 8:]
+    cutoff = numbers[-min(blocks, len(numbers))]
+    start = next(i for i, lyr in enumerate(layers) if block_index(lyr.name) == cutoff)
+    return layers[start:]
+
+
+def build_classifier(backbone: str, alpha: float, size: int, weights: str, num_classes: int,
+                     dropout: float = 0.2):
+    """Raw pixels -> backbone -> `embedding` (global average pool) -> dropout -> `probabilities`."""
+    import keras
+
+    inputs, features, layers = build_backbone(backbone, alpha, size, weights)
+    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
+    x = keras.layers.Dropout(dropout, name="dropout")(emb)
+    out = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, out, name=f"edgetl_{backbone}")
+    return model, layers

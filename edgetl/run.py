@@ -1,0 +1,91 @@
+"""A training run folder (see DEVELOPERS.md "Run folder"): what export, open-set, visualisation and
+evaluation read."""
+
+from __future__ import annotations
+
+import csv
+import json
+from functools import cached_property
+from pathlib import Path
+
+from edgetl.data import Sample
+from edgetl.errors import EdgetlError
+
+MODEL_FILE = "model.keras"
+REQUIRED = (MODEL_FILE, "labels.txt", "config.json")
+
+
+def write_split_csv(path: Path, splits: dict[str, list[Sample]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        for split, samples in splits.items():
+            for s in samples:
+                w.writerow([str(Path(s.path).resolve()), s.label, split])
+
+
+def read_split_csv(path: Path) -> dict[str, list[Sample]]:
+    out: dict[str, list[Sample]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["split"], []).append(Sample(Path(row["path"]), row["label"]))
+    return out
+
+
+class Run:
+    """Read access to a run folder written by `edgetl train`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise EdgetlError(f"run folder {self.path} does not exist; train one with `edgetl train DATA --out RUN`")
+        missing = [f for f in REQUIRED if not (self.path / f).is_file()]
+        if missing:
+            raise EdgetlError(f"{self.path} is not a complete run folder (missing {', '.join(missing)}); "
+                              "re-run `edgetl train`")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @cached_property
+    def labels(self) -> list[str]:
+        return [ln.strip() for ln in (self.path / "labels.txt").read_text().splitlines() if ln.strip()]
+
+    @cached_property
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+    @property
+    def size(self) -> int:
+        return int(self.config["size"])
+
+    @cached_property
+    def metrics(self) -> dict:
+        p = self.path / "metrics.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def samples(self, split: str) -> list[Sample]:
+        """The exact samples of `split` (train/val/test) the run used; [] when the run had none."""
+        p = self.path / "split.csv"
+        if not p.is_file():
+            raise EdgetlError(f"{self.path} has no split.csv; re-run `edgetl train`")
+        return read_split_csv(p).get(split, [])
+
+    def load_model(self):
+        import keras
+
+        return keras.models.load_model(self.model_path, compile=False)
+
+    def embedding_model(self, model=None):
+        """Raw pixels -> [probabilities, L2-normalised embedding] (the bundle's two outputs)."""
+        import keras
+
+        model = model or self.load_model()
+        emb = model.get_layer("embedding").output
+        norm = keras.layers.UnitNormalization(axis=-1, name="embedding_l2")(emb)
+        return keras.Model(model.input, [model.get_layer("probabilities").output, norm],
+                           name="probabilities_embedding")

@@ -1,0 +1,367 @@
+"""Transfer learning: frozen-backbone head training (optionally on cached embeddings), then fine-tuning
+of the top blocks with batch norm kept in inference mode. Writes a run folder (DEVELOPERS.md)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+import types
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgetl import data as D
+from edgetl.errors import EdgetlError
+from edgetl.metrics import classification_report
+from edgetl.run import Run, write_split_csv
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "mobilenet_v2"
+    alpha: float = 0.35
+    size: int = 224
+    weights: str = "imagenet"  # imagenet | none | PATH
+    epochs: int = 10  # phase 1 (head)
+    fine_tune_epochs: int = 5  # phase 2; 0 = skip
+    fine_tune_blocks: int = 2  # how many top backbone blocks to unfreeze in phase 2
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    dropout: float = 0.2
+    label_smoothing: float = 0.1
+    class_weights: bool = True
+    augment: bool = True
+    cache_embeddings: bool = False
+    patience: int = 3
+    val_split: float = 0.2
+    seed: int = 0
+    strategy: str = "default"
+
+    def validate(self) -> None:
+        from edgetl.backbones import check_combination
+
+        if self.weights not in ("imagenet", "none"):
+            self.weights = str(Path(self.weights).resolve())
+        check_combination(self.backbone, self.alpha, self.size, self.weights)
+        if self.strategy not in STRATEGIES:
+            raise EdgetlError(f"--strategy must be one of {', '.join(STRATEGIES)} (got {self.strategy!r})")
+        for name in ("epochs", "fine_tune_epochs", "fine_tune_blocks", "patience"):
+            if getattr(self, name) < 0:
+                raise EdgetlError(f"--{name.replace('_', '-')} must be >= 0")
+        if self.batch_size < 1:
+            raise EdgetlError("--batch-size must be >= 1")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.dropout < 1:
+            raise EdgetlError("--label-smoothing and --dropout must be in [0, 1)")
+
+
+@dataclass
+class TrainResult:
+    run: Run
+    metrics: dict
+    timings: dict
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def val_accuracy(self) -> float:
+        return float(self.metrics["val_accuracy"])
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+
+# ---------------------------------------------------------------- pieces
+
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        # Without TF_CONFIG this is a single local worker; with it, the cluster it describes.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _augmenter(seed: int):
+    import keras
+
+    L = keras.layers
+    return keras.Sequential([
+        L.RandomFlip("horizontal", seed=seed),
+        L.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
+        L.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
+        L.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
+        L.RandomBrightness(0.15, value_range=(0, 255), seed=seed + 4),
+        L.RandomContrast(0.15, value_range=(0, 255), seed=seed + 5),
+    ], name="augment")
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool, seed: int, augment=None):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch).map(lambda a, b: (tf.cast(a, tf.float32), b), num_parallel_calls=tf.data.AUTOTUNE)
+    if augment is not None:
+        ds = ds.map(lambda a, b: (tf.clip_by_value(augment(a, training=True), 0.0, 255.0), b),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _class_weight(y: np.ndarray, n: int) -> dict[int, float]:
+    counts = np.bincount(y, minlength=n).astype(float)
+    return {i: float(len(y) / (n * c)) if c else 0.0 for i, c in enumerate(counts)}
+
+
+class _Progress:
+    """An epoch-level tqdm bar (Keras' own per-step output is noisy in logs)."""
+
+    def __new__(cls, total: int, desc: str):
+        import keras
+        from tqdm.auto import tqdm
+
+        class Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.bar = tqdm(total=total, desc=desc, unit="epoch", leave=False)
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                self.bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "val_accuracy")})
+                self.bar.update(1)
+
+            def on_train_end(self, logs=None):
+                self.bar.close()
+
+        return Cb()
+
+
+def _fit(model, train_ds, val_ds, epochs: int, patience: int, class_weight, desc: str, phase: str) -> list[dict]:
+    import keras
+
+    callbacks = [_Progress(epochs, desc)]
+    if patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
+                                                       restore_best_weights=True))
+    h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                  callbacks=callbacks, verbose=0)
+    keys = list(h.history)
+    return [{"phase": phase, **{k: float(h.history[k][i]) for k in keys}} for i in range(len(h.history[keys[0]]))]
+
+
+def _loss(smoothing: float):
+    import keras
+
+    return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+
+
+def _embed(feature_model, x: np.ndarray, batch: int, desc: str) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(x), batch), desc=desc, leave=False, disable=len(x) < 4 * batch):
+        out.append(feature_model(x[i:i + batch].astype(np.float32), training=False).numpy())
+    return np.concatenate(out) if out else np.zeros((0, feature_model.output_shape[-1]), np.float32)
+
+
+def _load_split(samples: list[D.Sample], size: int, name: str):
+    x, ok, failures = D.load_images([s.path for s in samples], size, desc=f"loading {name}")
+    kept = [samples[i] for i in ok]
+    return x, kept, failures
+
+
+# ---------------------------------------------------------------- main entry
+
+def train(data, out, *, val_data=None, csv_options: dict | None = None, **options) -> TrainResult:
+    """Train a classifier on `data` and write the run folder `out`.
+
+    `data`/`val_data`: a class-folder dataset, a train/val(/test) folder, or a CSV manifest (path or
+    DataSpec; `csv_options` = path_column/label_column/missing_label/split_column). `options` are
+    TrainConfig fields. Returns a TrainResult; raises EdgetlError on bad input.
+    """
+    import keras
+
+    t_start = time.perf_counter()
+    unknown = set(options) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise EdgetlError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    cfg = TrainConfig(**options)
+    cfg.validate()
+    csv_options = csv_options or {}
+    spec = D.as_spec(data, **csv_options)
+    dataset = D.load_dataset(spec)
+    val_spec = D.as_spec(val_data, **csv_options) if val_data is not None else None
+    val_dataset = D.load_dataset(val_spec) if val_spec else None
+    splits = D.train_val_test(dataset, cfg.val_split, cfg.seed, val_dataset)
+    classes = D.validate_classes(splits)
+    if not splits.get("val"):
+        raise EdgetlError("no validation images; use more images per class or pass --val DATA")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = {c: i for i, c in enumerate(classes)}
+    timings: dict[str, float] = {}
+
+    # Load pixels once; unreadable files are reported and skipped, never fatal.
+    t = time.perf_counter()
+    arrays, skipped = {}, []
+    for name in list(splits):
+        x, kept, failures = _load_split(splits[name], cfg.size, name)
+        skipped += [{"path": str(p), "error": e} for p, e in failures]
+        splits[name] = kept
+        arrays[name] = (x, np.array([index[s.label] for s in kept], dtype=np.int64))
+    classes_after = D.validate_classes(splits)
+    if classes_after != classes:
+        raise EdgetlError(f"after skipping unreadable images, classes {set(classes) - set(classes_after)} "
+                          "have no images left; fix those files")
+    timings["load_s"] = time.perf_counter() - t
+    counts = Counter(s.label for s in splits["train"])
+    log.info("training %s on %d images (%s), validating on %d; %d skipped", cfg.backbone,
+             len(splits["train"]), ", ".join(f"{c}={counts[c]}" for c in classes), len(splits["val"]),
+             len(skipped))
+
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = _strategy(cfg.strategy)
+    n = len(classes)
+    xtr, ytr = arrays["train"]
+    xva, yva = arrays["val"]
+    ytr1, yva1 = np.eye(n, dtype=np.float32)[ytr], np.eye(n, dtype=np.float32)[yva]
+    class_weight = _class_weight(ytr, n) if cfg.class_weights else None
+    augment = _augmenter(cfg.seed) if cfg.augment else None
+    history: list[dict] = []
+
+    from edgetl.backbones import build_classifier, top_block_layers
+
+    with strategy.scope():
+        model, backbone_layers = build_classifier(cfg.backbone, cfg.alpha, cfg.size, cfg.weights, n, cfg.dropout)
+        for layer in backbone_layers:
+            layer.trainable = False
+
+    # Phase 1: the head on a frozen backbone.
+    t = time.perf_counter()
+    if cfg.epochs > 0:
+        if cfg.cache_embeddings or not cfg.augment:
+            history += _phase1_cached(model, strategy, cfg, xtr, ytr1, xva, yva1, class_weight, timings)
+        else:
+            with strategy.scope():
+                model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=_loss(cfg.label_smoothing),
+                              metrics=["accuracy"])
+            history += _fit(model, _dataset(xtr, ytr1, cfg.batch_size, True, cfg.seed, augment),
+                            _dataset(xva, yva1, cfg.batch_size, False, cfg.seed), cfg.epochs, cfg.patience,
+                            class_weight, "phase 1 (head)", "head")
+    timings["phase1_s"] = time.perf_counter() - t
+
+    # Phase 2: unfreeze the top blocks; batch norm stays in inference mode (frozen statistics), which
+    # is what keeps small-batch fine-tuning stable and is required for BN-folded (QAT) weights.
+    t = time.perf_counter()
+    if cfg.fine_tune_epochs > 0 and cfg.fine_tune_blocks > 0:
+        with strategy.scope():
+            for layer in top_block_layers(backbone_layers, cfg.fine_tune_blocks):
+                if not isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = True
+            steps = cfg.fine_tune_epochs * int(np.ceil(len(xtr) / cfg.batch_size))
+            lr = keras.optimizers.schedules.CosineDecay(cfg.fine_tune_learning_rate, max(steps, 1), alpha=0.1)
+            model.compile(optimizer=keras.optimizers.Adam(lr), loss=_loss(cfg.label_smoothing), metrics=["accuracy"])
+        history += _fit(model, _dataset(xtr, ytr1, cfg.batch_size, True, cfg.seed + 7, augment),
+                        _dataset(xva, yva1, cfg.batch_size, False, cfg.seed), cfg.fine_tune_epochs,
+                        cfg.patience, class_weight, "phase 2 (fine-tune)", "fine_tune")
+    timings["phase2_s"] = time.perf_counter() - t
+    for layer in model.layers:
+        layer.trainable = True  # a reloaded model should be fine-tunable by whoever picks it up
+
+    t = time.perf_counter()
+    metrics = _final_metrics(model, arrays, classes, cfg.batch_size)
+    timings["evaluate_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+    metrics["timings"] = timings
+    metrics["skipped"] = skipped
+    _write_run(out, model, cfg, classes, splits, history, metrics, spec, val_spec)
+    log.info("val accuracy %.3f; run written to %s", metrics["val_accuracy"], out)
+    return TrainResult(Run(out), metrics, timings, history)
+
+
+def _phase1_cached(model, strategy, cfg: TrainConfig, xtr, ytr1, xva, yva1, class_weight, timings) -> list[dict]:
+    """Embeddings computed once; the head (dropout + dense) trains on them, then goes into the model."""
+    import keras
+
+    t = time.perf_counter()
+    feature_model = keras.Model(model.input, model.get_layer("embedding").output)
+    etr = _embed(feature_model, xtr, cfg.batch_size, "embedding train")
+    eva = _embed(feature_model, xva, cfg.batch_size, "embedding val")
+    timings["embed_s"] = time.perf_counter() - t
+    with strategy.scope():
+        inp = keras.Input((etr.shape[1],))
+        h = keras.layers.Dropout(cfg.dropout)(inp)
+        dense = keras.layers.Dense(ytr1.shape[1], activation="softmax")
+        head = keras.Model(inp, dense(h))
+        head.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=_loss(cfg.label_smoothing),
+                     metrics=["accuracy"])
+    import tensorflow as tf
+
+    tr = tf.data.Dataset.from_tensor_slices((etr, ytr1)).shuffle(len(etr), seed=cfg.seed).batch(cfg.batch_size)
+    va = tf.data.Dataset.from_tensor_slices((eva, yva1)).batch(cfg.batch_size)
+    rows = _fit(head, tr, va, cfg.epochs, cfg.patience, class_weight, "phase 1 (head, cached)", "head")
+    model.get_layer("probabilities").set_weights(dense.get_weights())
+    return rows
+
+
+def _predict(model, x: np.ndarray, batch: int) -> np.ndarray:
+    out = [model(x[i:i + batch].astype(np.float32), training=False).numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+
+
+def _final_metrics(model, arrays: dict, classes: list[str], batch: int) -> dict:
+    metrics: dict = {"labels": classes}
+    for split in ("val", "test"):
+        if split in arrays and len(arrays[split][0]):
+            x, y = arrays[split]
+            metrics[split] = classification_report(y, _predict(model, x, batch), classes)
+            metrics[f"{split}_accuracy"] = metrics[split]["accuracy"]
+    metrics["per_class"] = metrics["val"]["per_class"]
+    return metrics
+
+
+def _write_run(out: Path, model, cfg: TrainConfig, classes, splits, history, metrics, spec, val_spec) -> None:
+    from edgetl.plots import plot_confusion_matrix, plot_curves
+
+    model.save(out / "model.keras")
+    (out / "labels.txt").write_text("".join(c + "\n" for c in classes))
+    config = {**asdict(cfg), "data": spec.describe(), "val_data": val_spec.describe() if val_spec else None,
+              "num_classes": len(classes), "counts": {k: len(v) for k, v in splits.items()},
+              "input": {"dtype": "float32", "range": [0, 255], "shape": [cfg.size, cfg.size, 3], "color": "RGB"}}
+    import edgetl
+
+    config["edgetl_version"] = edgetl.__version__
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    write_split_csv(out / "split.csv", splits)
+    keys = ["epoch", "phase"] + sorted({k for row in history for k in row} - {"phase"})
+    with (out / "history.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for i, row in enumerate(history, start=1):
+            w.writerow({"epoch": i, **row})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_curves(history, out / "curves.png")
+    plot_confusion_matrix(np.array(metrics["val"]["confusion_matrix"]), classes, out / "confusion_matrix.png",
+                          title=f"validation (accuracy {metrics['val_accuracy']:.3f})")
+
+
+class _CallableModule(types.ModuleType):
+    """`edgetl.train(...)` must work even after `import edgetl.train` rebinds the package attribute to
+    this module, so the module itself forwards calls to :func:`train`."""
+
+    def __call__(self, *args, **kwargs) -> TrainResult:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
