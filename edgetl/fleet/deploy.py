@@ -1,0 +1,284 @@
+"""Send commands to devices and roll out model bundles, canary first.
+
+A command goes to `<prefix>/<device>/cmd/<name>` with a fresh `request_id`; the answer is the
+device's `cmd_result` carrying the same id. A rollout sends `update_model` to the canary
+devices, waits for every answer (or the timeout), and only if all of them succeeded goes on
+to the rest of the fleet, wave by wave. One failure or silence halts it: devices not yet
+reached keep their current model.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from edgetl.errors import EdgetlError
+from edgetl.fleet import mqtt as fleet_mqtt
+from edgetl.fleet.topics import COMMANDS, command_topic, parse_topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CommandResult:
+    device_id: str
+    request_id: str
+    command: str
+    ok: bool
+    detail: Any = None  # the device's "result", or its "error" text, or why we have no answer
+    answered: bool = True
+    seconds: float = 0.0
+
+
+class CommandSession:
+    """One broker connection that sends commands and collects `cmd_result`s by request id."""
+
+    def __init__(self, broker: fleet_mqtt.BrokerOptions) -> None:
+        self.broker = broker
+        self._results: dict[str, dict[str, Any]] = {}
+        self._cond = threading.Condition()
+        self.client = fleet_mqtt.connect(
+            broker, subscribe=[(f"{broker.prefix.rstrip('/')}/+/cmd_result", 1)], on_message=self._on_message)
+
+    def close(self) -> None:
+        fleet_mqtt.close(self.client)
+
+    def __enter__(self) -> CommandSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        topic = parse_topic(msg.topic, self.broker.prefix)
+        try:
+            payload = json.loads(msg.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            log.warning("ignoring malformed cmd_result on %s", msg.topic)
+            return
+        if topic is None or not isinstance(payload, dict) or "request_id" not in payload:
+            return
+        with self._cond:
+            self._results[f"{topic.device_id}/{payload['request_id']}"] = payload
+            self._cond.notify_all()
+
+    def send(self, device_id: str, command: str, args: dict[str, Any] | None = None) -> str:
+        request_id = uuid.uuid4().hex
+        body = {"schema": 1, "request_id": request_id, **(args or {})}
+        info = self.client.publish(command_topic(self.broker.prefix, device_id, command), json.dumps(body), qos=1)
+        info.wait_for_publish(10)
+        return request_id
+
+    def wait(self, pending: dict[str, str], command: str, timeout: float) -> list[CommandResult]:
+        """pending: device id -> request id. Returns one result per device (unanswered ones after timeout)."""
+        start = time.monotonic()
+        deadline = start + timeout
+        done: dict[str, CommandResult] = {}
+        with self._cond:
+            while True:
+                for device, rid in pending.items():
+                    payload = self._results.get(f"{device}/{rid}")
+                    if device not in done and payload is not None:
+                        ok = bool(payload.get("ok"))
+                        done[device] = CommandResult(
+                            device, rid, command, ok, payload.get("result") if ok else payload.get("error"),
+                            seconds=time.monotonic() - start)
+                remaining = deadline - time.monotonic()
+                if len(done) == len(pending) or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        for device, rid in pending.items():
+            if device not in done:
+                done[device] = CommandResult(device, rid, command, False, f"no answer within {timeout:g}s",
+                                             answered=False, seconds=timeout)
+        return [done[d] for d in pending]
+
+    def run(self, devices: Sequence[str], command: str, args: dict[str, Any] | None = None,
+            timeout: float = 30.0) -> list[CommandResult]:
+        """Send to all devices at once, then wait for all answers."""
+        if command not in COMMANDS:
+            raise EdgetlError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
+        pending = {d: self.send(d, command, args) for d in devices}
+        return self.wait(pending, command, timeout)
+
+
+@dataclass
+class RolloutReport:
+    waves: list[list[CommandResult]] = field(default_factory=list)
+    halted: bool = False
+    not_attempted: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.halted and all(r.ok for w in self.waves for r in w)
+
+
+def plan_waves(devices: Sequence[str], canary: int, batch: int | None) -> list[list[str]]:
+    """Canary wave (the first `canary` devices), then the rest in waves of `batch` (all at once when None)."""
+    devices = list(dict.fromkeys(devices))  # keep order, drop repeats
+    if canary < 0 or (batch is not None and batch < 1):
+        raise EdgetlError("--canary must be >= 0 and --batch >= 1")
+    if canary >= len(devices) and canary > 0:
+        raise EdgetlError(f"--canary {canary} leaves no device after the canary ({len(devices)} in total)")
+    waves = [devices[:canary]] if canary else []
+    rest = devices[canary:]
+    step = batch or len(rest) or 1
+    waves += [rest[i:i + step] for i in range(0, len(rest), step)]
+    return waves
+
+
+def rollout(session: CommandSession, devices: Sequence[str], args: dict[str, Any], canary: int = 1,
+            batch: int | None = None, timeout: float = 120.0,
+            on_wave: Callable[[int, list[CommandResult]], None] | None = None) -> RolloutReport:
+    """Send `update_model` wave by wave; halt at the first wave with a failure or a silent device."""
+    waves = plan_waves(devices, canary, batch)
+    report = RolloutReport()
+    for i, wave in enumerate(waves):
+        log.info("rollout wave %d/%d: %s", i + 1, len(waves), ", ".join(wave))
+        results = session.run(wave, "update_model", args, timeout)
+        report.waves.append(results)
+        if on_wave:
+            on_wave(i, results)
+        if not all(r.ok for r in results):
+            report.halted = True
+            report.not_attempted = [d for w in waves[i + 1:] for d in w]
+            failed = [f"{r.device_id}: {r.detail}" for r in results if not r.ok]
+            log.error("rollout halted after wave %d (%s); %d device(s) keep their model",
+                      i + 1, "; ".join(failed), len(report.not_attempted))
+            break
+    return report
+
+
+# -------------------------------------------------------------------------------- bundle delivery
+def bundle_archive(bundle: Path, workdir: Path) -> Path:
+    """The .tar.gz to ship: the file itself, or a directory packed with `edgetl.bundle.pack_bundle`."""
+    if bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz")):
+        return bundle
+    if bundle.is_dir():
+        from edgetl.bundle import pack_bundle
+
+        return pack_bundle(bundle, workdir / f"{bundle.name}.tar.gz")
+    raise EdgetlError(f"bundle not found or not a bundle: {bundle} (give the folder or .tar.gz from `edgetl export`)")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class BundleServer:
+    """Serve one bundle archive over HTTP so devices can download it (`update_model {url, sha256}`)."""
+
+    def __init__(self, archive: Path, host: str = "0.0.0.0", port: int = 0, advertise: str | None = None) -> None:
+        self.archive = archive
+        handler = functools.partial(_OneFileHandler, archive=archive)
+        self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        self.port = self.httpd.server_address[1]
+        self.advertise = advertise or _local_address()
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="bundle-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.advertise}:{self.port}/{self.archive.name}"
+
+    def __enter__(self) -> BundleServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _OneFileHandler(http.server.BaseHTTPRequestHandler):
+    def __init__(self, *args: Any, archive: Path, **kwargs: Any) -> None:
+        self.archive = archive
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path.lstrip("/") != self.archive.name:
+            self.send_error(404, "only the bundle being deployed is served here")
+            return
+        data = self.archive.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/gzip")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.info("bundle download: %s", fmt % args)
+
+
+def _local_address() -> str:
+    """The address other machines reach us on (the interface of the default route)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET: no packet is sent for a UDP connect
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def update_args(archive: Path, via: str, url: str | None = None) -> dict[str, Any]:
+    """Arguments of `update_model`: where to get the bundle, plus its sha256 and size to check the download."""
+    args: dict[str, Any] = {"sha256": sha256_file(archive), "size": archive.stat().st_size}
+    if via == "path":
+        args["path"] = str(archive.resolve())
+    elif via == "url":
+        if not url:
+            raise EdgetlError("--via url needs the bundle's URL")
+        args["url"] = url
+    else:
+        raise EdgetlError(f"unknown delivery {via!r}: use serve, url or path")
+    return args
+
+
+def staging_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="edgetl-deploy-"))
+
+
+# -------------------------------------------------------------------------------- device selection
+def resolve_devices(devices: str | None, group: str | None, groups_file: Path | None) -> list[str]:
+    """`--devices a,b,c` or `--group NAME` from a YAML file `{groups: {NAME: [ids]}}` (or `{NAME: [ids]}`)."""
+    if bool(devices) == bool(group):
+        raise EdgetlError("give exactly one of --devices ID,ID,... or --group NAME")
+    if devices:
+        ids = [d.strip() for d in devices.split(",") if d.strip()]
+        if not ids:
+            raise EdgetlError("--devices is empty; give device ids separated by commas")
+        return ids
+    path = groups_file or Path(os.environ.get("EDGETL_FLEET_GROUPS", "fleet-groups.yaml"))
+    if not path.is_file():
+        raise EdgetlError(f"groups file {path} not found: write `groups: {{{group}: [cam1, cam2]}}` there "
+                          "or pass --groups FILE")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise EdgetlError(f"{path} is not valid YAML ({exc})") from exc
+    groups = doc.get("groups", doc) if isinstance(doc, dict) else {}
+    if group not in groups:
+        raise EdgetlError(f"group {group!r} not in {path}; known groups: {', '.join(map(str, groups)) or 'none'}")
+    ids = groups[group]
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise EdgetlError(f"group {group!r} in {path} must be a non-empty list of device ids")
+    return ids
