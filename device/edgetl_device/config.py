@@ -43,3 +43,10 @@ class MqttConfig(_Strict):
         pattern="^(drop_oldest|drop_newest)$",
         description="What to drop when the outbox is full (drops are counted and reported).",
     )
+    outbox_sync: str = Field(
+        "full",
+        pattern="^(full|normal)$",
+        description="SQLite synchronous mode: 'full' survives power loss, 'normal' only a process crash.",
+    )
+    inflight_window: int = Field(200, ge=1, le=10_000, description="Events sent but not yet acknowledged.")
+    stop_flush_timeout: float = Field(5.0, ge=0, description="Seconds stop() waits to deliver pending events.")
