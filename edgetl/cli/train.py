@@ -1,9 +1,126 @@
-"""`edgetl` commands for this area (filled in by its issue)."""
+"""`edgetl train` and `edgetl evaluate`: thin wrappers over edgetl.train / edgetl.evaluate."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+PATH_COLUMN = typer.Option("path", "--path-column", help="CSV column holding image paths.")
+LABEL_COLUMN = typer.Option("label", "--label-column", help="CSV column holding class names.")
+MISSING_LABEL = typer.Option(None, "--missing-label", help="Class for rows with an empty label cell (e.g. Empty).")
+SPLIT_COLUMN = typer.Option(None, "--split-column", help="CSV column with train/val/test.")
+
+
+def _csv_options(path_column, label_column, missing_label, split_column) -> dict:
+    return {"path_column": path_column, "label_column": label_column, "missing_label": missing_label,
+            "split_column": split_column}
+
+
+def _data_arg(data: Path | None, csv: Path | None) -> Path:
+    if csv is not None:
+        return csv
+    if data is None:
+        raise typer.BadParameter("give DATA (a folder or .csv) or --csv FILE")
+    return data
+
+
+def train_cmd(
+    data: Path = typer.Argument(None, help="Class folders, a train/val(/test) folder, or a CSV manifest."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
+    csv: Path = typer.Option(None, "--csv", help="CSV manifest (instead of DATA)."),
+    path_column: str = PATH_COLUMN,
+    label_column: str = LABEL_COLUMN,
+    missing_label: str = MISSING_LABEL,
+    split_column: str = SPLIT_COLUMN,
+    val: Path = typer.Option(None, "--val", help="Separate validation data (folder or CSV, same columns)."),
+    backbone: str = typer.Option("mobilenet_v2", help="mobilenet_v2|mobilenet_v1|mobilenet_v3_small|"
+                                 "mobilenet_v3_large|vgg16"),
+    alpha: float = typer.Option(0.35, help="Width multiplier."),
+    size: int = typer.Option(224, help="Input size in pixels (square)."),
+    weights: str = typer.Option("imagenet", help="imagenet (Keras cache/download) | PATH to a weights file | none"),
+    epochs: int = typer.Option(10, help="Phase 1 epochs (head on the frozen backbone)."),
+    fine_tune_epochs: int = typer.Option(5, help="Phase 2 epochs (top blocks unfrozen); 0 skips it."),
+    fine_tune_blocks: int = typer.Option(2, help="How many top backbone blocks phase 2 unfreezes."),
+    batch_size: int = typer.Option(32),
+    learning_rate: float = typer.Option(1e-3, "--lr", help="Phase 1 learning rate."),
+    fine_tune_learning_rate: float = typer.Option(1e-4, "--fine-tune-lr", help="Phase 2 learning rate (cosine)."),
+    dropout: float = typer.Option(0.2),
+    label_smoothing: float = typer.Option(0.1),
+    class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom, shift, "
+                                 "brightness/contrast on the fly."),
+    cache_embeddings: bool = typer.Option(False, "--cache-embeddings", help="Phase 1 on embeddings computed "
+                                          "once (automatic with --no-augment)."),
+    patience: int = typer.Option(3, help="Early stopping patience (val loss; best weights restored); 0 = off."),
+    val_split: float = typer.Option(0.2, help="Validation fraction when DATA has no val split."),
+    seed: int = typer.Option(0),
+    strategy: str = typer.Option("default", help="default|mirrored|multiworker (tf.distribute)."),
+) -> None:
+    """Transfer-learn a classifier and write a run folder (model.keras, labels, metrics, plots)."""
+    from edgetl.train import train
+
+    result = train(
+        _data_arg(data, csv), out, val_data=val,
+        csv_options=_csv_options(path_column, label_column, missing_label, split_column),
+        backbone=backbone, alpha=alpha, size=size, weights=weights, epochs=epochs,
+        fine_tune_epochs=fine_tune_epochs, fine_tune_blocks=fine_tune_blocks, batch_size=batch_size,
+        learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate, dropout=dropout,
+        label_smoothing=label_smoothing, class_weights=class_weights, augment=augment,
+        cache_embeddings=cache_embeddings, patience=patience, val_split=val_split, seed=seed, strategy=strategy,
+    )
+    t = result.timings
+    typer.echo(f"val_accuracy {result.val_accuracy:.4f}  ({t['total_s']:.0f} s: load {t['load_s']:.0f}, "
+               f"phase 1 {t['phase1_s']:.0f}, phase 2 {t['phase2_s']:.0f})  -> {result.path}")
+    if result.metrics.get("skipped"):
+        typer.echo(f"skipped {len(result.metrics['skipped'])} unreadable image(s); see metrics.json", err=True)
+
+
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="Run folder from `edgetl train`."),
+    data: Path = typer.Option(None, "--data", help="Dataset (any layout); default: the run's val split."),
+    split: str = typer.Option(None, "--split", help="Which split of DATA (or of the run) to use."),
+    path_column: str = PATH_COLUMN,
+    label_column: str = LABEL_COLUMN,
+    missing_label: str = MISSING_LABEL,
+    split_column: str = SPLIT_COLUMN,
+    top_k: int = typer.Option(5, "--top-k"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+    plot: Path = typer.Option(None, "--plot", help="Write a confusion-matrix PNG here."),
+) -> None:
+    """Accuracy, top-k, per-class precision/recall/F1, confusion matrix and calibration (ECE)."""
+    from edgetl.evaluate import evaluate
+
+    report = evaluate(run, data, split=split, top_k=top_k, plot=plot,
+                      csv_options=_csv_options(path_column, label_column, missing_label, split_column))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_report(report)
+
+
+def _print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    topk = next(k for k in report if k.startswith("top_") and k.endswith("_accuracy"))
+    console.print(f"[bold]accuracy[/] {report['accuracy']:.4f}   {topk} {report[topk]:.4f}   "
+                  f"macro F1 {report['macro_f1']:.4f}   ECE {report['ece']:.4f}   n={report['n']}")
+    table = Table("class", "precision", "recall", "F1", "support")
+    for name, m in report["per_class"].items():
+        table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(table)
+    cm = Table("true \\ predicted", *report["labels"], title="confusion matrix")
+    for name, row in zip(report["labels"], report["confusion_matrix"], strict=True):
+        cm.add_row(name, *map(str, row))
+    console.print(cm)
+    if report.get("skipped"):
+        console.print(f"[yellow]skipped {len(report['skipped'])} unreadable image(s)[/]")
 
 
 def register(app: typer.Typer) -> None:
-    """Attach this area's commands to the root app."""
+    """Attach `train` and `evaluate` to the root app."""
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
