@@ -83,7 +83,8 @@ def test_status_and_telemetry_update_device_state(store):
     store.write_batch([Message("cam1", "status", online, now + 1)])  # retained copy on resubscribe
     store.write_batch([Message("cam1", "telemetry", {"schema": 1, "device_id": "cam1", "time": now + 2,
                                                     "fps": 12.5, "model_version": "v2"}, now + 2)])
-    store.write_batch([Message("cam1", "status", {**online, "state": "offline", "time": now + 3, "model_version": "v2"}, now + 3)])
+    offline = {**online, "state": "offline", "time": now + 3, "model_version": "v2"}
+    store.write_batch([Message("cam1", "status", offline, now + 3)])
     (device,) = store.devices()
     assert device["state"] == "offline"
     assert device["model_version"] == "v2"

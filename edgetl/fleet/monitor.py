@@ -19,6 +19,7 @@ from rich.text import Text
 
 SILENT_INTERVALS = 3
 MAX_TRACKED_MISSING = 10_000  # bound memory for a device whose seq jumped wildly
+MAX_TRACKED_IDS = 50_000
 
 
 @dataclass
@@ -93,6 +94,8 @@ class FleetState:
             d.duplicates += 1
             return
         if event_id:
+            if len(d.seen_ids) >= MAX_TRACKED_IDS:
+                d.seen_ids.clear()  # duplicates come soon after the original; old ids are not needed
             d.seen_ids.add(event_id)
         self.events += 1
         d.events += 1
