@@ -1,0 +1,447 @@
+"""The frame loop: camera -> motion gate -> classify -> decide -> record -> report.
+
+`Runtime(config).run(max_frames=None)` runs in the calling thread until the
+camera ends, `max_frames` frames were processed, or `stop()` (SIGTERM/SIGINT in
+the CLI). On the way out it finishes the open clip, ends the active object and
+flushes the reporter. Remote commands (edgetl_device.commands) run on the
+reporter's thread; anything that touches the loop's state is queued and applied
+between frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl_device import __version__
+from edgetl_device.camera import Camera, Frame
+from edgetl_device.config import DeviceConfig, load_config
+from edgetl_device.decision import Decider, FrameDecision, Transition
+from edgetl_device.errors import DeviceError
+from edgetl_device.events import new_event
+from edgetl_device.inference import Model, load_model
+from edgetl_device.motion import MotionGate
+from edgetl_device.recording import Recorder, write_jpeg_atomic, write_json_atomic
+from edgetl_device.reporting import JsonlReporter, Reporter
+from edgetl_device.storage import MB, Storage
+
+log = logging.getLogger(__name__)
+
+
+def percentile(values: list[float] | deque[float], q: float) -> float | None:
+    return float(np.percentile(np.fromiter(values, float), q)) if len(values) else None
+
+
+def scorer_for(bundle: Any) -> tuple[Callable | None, float | None]:
+    """The bundle's open-set scorer and threshold, or (None, None) for the max-probability default."""
+    if bundle is None:
+        return None, None
+    try:
+        from edgetl_device.openset import scorer_from_bundle
+    except ImportError:
+        return None, None
+    found = scorer_from_bundle(bundle)
+    return (None, None) if found is None else found
+
+
+def make_reporter(config: DeviceConfig, telemetry_source: Callable[[], dict[str, Any]] | None = None) -> Reporter:
+    if config.mqtt is not None:
+        try:
+            from edgetl_device.mqtt import MqttReporter
+        except ImportError as exc:
+            raise DeviceError("config has an mqtt section but edgetl_device.mqtt is unavailable: "
+                              "`pip install paho-mqtt`, or remove the mqtt section") from exc
+        config.mqtt.outbox_path.parent.mkdir(parents=True, exist_ok=True)
+        return MqttReporter(config.mqtt, config.device_id, telemetry_source=telemetry_source)
+    return JsonlReporter(config.storage.data_dir / "events.jsonl", config.device_id)
+
+
+class Runtime:
+    """The device service. Implements edgetl_device.commands.CommandTarget."""
+
+    def __init__(self, config: DeviceConfig, reporter: Reporter | None = None,
+                 config_path: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.config_path = Path(config_path) if config_path else None
+        self.data_dir = Path(config.storage.data_dir)
+        self.clips_dir = self.data_dir / "clips"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.model, self.bundle = load_model(config.model, config.trusted_keys)
+        scorer, threshold = scorer_for(self.bundle)
+        self.decider = Decider(self.model.labels, config.decision, scorer, threshold)
+        self.gate = MotionGate(config.motion)
+        self.storage = Storage(self.clips_dir, config.storage.max_age_days, config.storage.max_total_mb,
+                               config.storage.min_free_mb)
+        self._own_reporter = reporter is None
+        self.reporter = reporter if reporter is not None else make_reporter(config, self.telemetry)
+        self.camera: Camera | None = None
+        self.recorder: Recorder | None = None
+        self._stop = threading.Event()
+        self._tasks: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._started = time.monotonic()
+        self._cpu_start = time.process_time()
+        self.frames_in = 0
+        self.frames_inferred = 0
+        self.frames_skipped = 0
+        self.inference_ms: deque[float] = deque(maxlen=500)
+        self._rate: deque[tuple[float, int, int]] = deque(maxlen=64)  # (monotonic, processed, captured)
+        self._loop_thread: threading.Thread | None = None
+        self.last_decision: FrameDecision | None = None
+        self.events_published = 0
+        self.disk_low = False
+        self._manual_object: str | None = None
+        self.state = "starting"
+
+    # ------------------------------------------------------------------ loop
+    def run(self, max_frames: int | None = None) -> dict[str, Any]:
+        """Process frames until the camera ends, max_frames were processed, or stop(); returns the final status."""
+        self._loop_thread = threading.current_thread()
+        self.reporter.subscribe(self._on_command)
+        self.camera = Camera(self.config.camera).start()
+        self.state = "running"
+        self.reporter.publish("status", {"state": "online", "model_version": self.model.model_version})
+        next_status = time.monotonic() + self.config.runtime.status_interval
+        next_storage = time.monotonic()
+        stalled_since: float | None = None
+        try:
+            while not self._stop.is_set():
+                frame = self.camera.read(timeout=0.5)
+                self._run_tasks()
+                now_m = time.monotonic()
+                if frame is None:
+                    if self.camera.ended:
+                        break
+                    stalled_since = stalled_since or now_m
+                    if now_m - stalled_since > self.config.runtime.read_timeout:
+                        log.warning("no frame for %.0fs (camera %s)", now_m - stalled_since,
+                                    "online" if self.camera.online else "offline")
+                        stalled_since = now_m
+                else:
+                    stalled_since = None
+                    self._process(frame)
+                    if max_frames is not None and self.frames_in >= max_frames:
+                        break
+                if now_m >= next_storage:
+                    self._check_storage()
+                    next_storage = now_m + self.config.storage.check_interval
+                if now_m >= next_status:
+                    self._report_status()
+                    next_status = now_m + self.config.runtime.status_interval
+        finally:
+            self._shutdown()
+        return self.status()
+
+    def _process(self, frame: Frame) -> None:
+        if self.recorder is None:
+            self.recorder = Recorder(self.config.recording, self.clips_dir, self.camera.fps if self.camera else None,
+                                     self.config.device_id, self.model.model_version)
+            self.recorder.allowed = self.storage.recording_allowed
+        self.frames_in += 1
+        transitions: list[Transition] = []
+        decision = None
+        if self.gate.check(frame.image, frame.timestamp).run_inference:
+            t0 = time.perf_counter()
+            try:
+                out = self.model.run(frame.image)
+            except DeviceError as exc:
+                log.error("%s", exc)
+                raise
+            self.inference_ms.append((time.perf_counter() - t0) * 1000)
+            self.frames_inferred += 1
+            decision = self.last_decision = self.decider.decide(out.probabilities, out.embedding)
+            transitions = self.decider.update(decision, frame.timestamp)
+        else:
+            self.frames_skipped += 1
+        finished = self.recorder.push(frame, self.decider.active is not None)
+        if decision is not None and self.decider.active is not None and decision.trigger is not None:
+            self.recorder.note(self.decider.active.object_id, decision.trigger, decision.score,
+                               decision.unknown_score, frame)
+        for t in transitions:
+            self._publish_transition(t, frame.timestamp)
+        if finished is not None:
+            log.debug("clip %s complete", finished.clip_id)
+        self._rate.append((time.monotonic(), self.frames_in, self.camera.frames_captured if self.camera else 0))
+
+    def _publish_transition(self, t: Transition, now: float) -> None:
+        obj = t.obj
+        paths = self.recorder.expected_paths() if self.recorder else None
+        d = t.decision
+        self._publish_event(new_event(
+            self.config.device_id, t.type, obj.object_id, obj.label,
+            score=obj.best_score, unknown_score=d.unknown_score if d else obj.best_unknown_score,
+            unknown=obj.unknown, start_time=obj.start_time, end_time=obj.end_time,
+            clip_path=paths[0] if paths else None, snapshot_path=paths[1] if paths else None,
+            model_version=self.model.model_version, classes=dict(obj.labels)))
+        log.info("object %s %s: %s (score %.2f)", obj.object_id[:8], t.type, obj.label, obj.best_score)
+
+    def _publish_event(self, event: dict[str, Any]) -> None:
+        try:
+            self.reporter.publish("event", event)
+            self.events_published += 1
+        except Exception:  # reporting must never stop the camera loop
+            log.exception("could not publish event")
+
+    def _check_storage(self) -> None:
+        changed = self.storage.check()
+        if self.recorder is not None:
+            self.recorder.allowed = self.storage.recording_allowed
+        self.disk_low = not self.storage.recording_allowed
+        if changed:
+            self.reporter.publish("status", {"state": "online", "model_version": self.model.model_version,
+                                             "disk_low": self.disk_low,
+                                             "disk_free_mb": round(self.storage.disk_free / MB, 1)})
+
+    def _report_status(self) -> None:
+        snapshot = self.status()
+        try:
+            write_json_atomic(self.data_dir / "status.json", snapshot)
+        except OSError as exc:
+            log.warning("cannot write status.json: %s", exc)
+        if not hasattr(self.reporter, "telemetry_source"):  # MQTT publishes telemetry on its own clock
+            self.reporter.publish("telemetry", {"schema": 1, "device_id": self.config.device_id,
+                                                "time": time.time(), **self.telemetry()})
+        log.info("status: fps in %.1f out %.1f, inference p50 %s ms, gate skipped %d, camera %s",
+                 snapshot["fps_in"] or 0, snapshot["fps_out"] or 0, snapshot["inference_ms_p50"],
+                 snapshot["frames_skipped_by_gate"], "online" if snapshot["camera_online"] else "offline")
+
+    def _shutdown(self) -> None:
+        self.state = "stopping"
+        now = self.camera.latest().timestamp if self.camera and self.camera.latest() else time.time()
+        for t in self.decider.finish(now):
+            self._publish_transition(t, now)
+        if self.recorder is not None:
+            self.recorder.finish("shutdown")
+        if self.camera is not None:
+            self.camera.stop()
+        self.state = "stopped"
+        try:
+            write_json_atomic(self.data_dir / "status.json", self.status())
+        except OSError:
+            pass
+        if self._own_reporter:
+            self.reporter.stop()
+        log.info("runtime stopped after %d frames (%d inferred)", self.frames_in, self.frames_inferred)
+
+    def stop(self) -> None:
+        """Ask the loop to finish (thread- and signal-safe)."""
+        self._stop.set()
+
+    # ------------------------------------------------------------------ status
+    def _fps(self, column: int = 1) -> float | None:
+        """Frames per second over the last 64 frames: column 1 processed (out), 2 captured (in)."""
+        if len(self._rate) < 2:
+            return None
+        first, last = self._rate[0], self._rate[-1]
+        dt = last[0] - first[0]
+        return (last[column] - first[column]) / dt if dt > 0 else None
+
+    def status(self) -> dict[str, Any]:
+        cam = self.camera.state() if self.camera else {"camera_online": False}
+        cpu = time.process_time() - self._cpu_start
+        return {
+            "schema": 1,
+            "device_id": self.config.device_id,
+            "state": self.state,
+            "time": time.time(),
+            "version": __version__,
+            "model_version": self.model.model_version,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "fps_in": _round(self._fps(2)),
+            "fps_out": _round(self._fps()),
+            "frames_in": self.frames_in,
+            "frames_inferred": self.frames_inferred,
+            "frames_skipped_by_gate": self.frames_skipped,
+            "motion_skip_ratio": round(self.frames_skipped / self.frames_in, 3) if self.frames_in else 0.0,
+            "inference_ms_p50": _round(percentile(self.inference_ms, 50)),
+            "inference_ms_p95": _round(percentile(self.inference_ms, 95)),
+            "cpu_s_per_frame": round(cpu / self.frames_in, 5) if self.frames_in else None,
+            "recording": bool(self.recorder and self.recorder.recording),
+            "clips_written": len(self.recorder.clips_written) if self.recorder else 0,
+            "active_object": self.decider.active.label if self.decider.active else None,
+            "unknown_threshold": self.decider.threshold,
+            "events_published": self.events_published,
+            "disk_free_mb": round(self.storage.disk_free / MB, 1),
+            "disk_low": self.disk_low,
+            "clips_deleted": self.storage.deleted,
+            **cam,
+        }
+
+    def telemetry(self) -> dict[str, Any]:
+        """The runtime's fields of the telemetry message (see DEVELOPERS.md)."""
+        return {
+            "fps": _round(self._fps()),
+            "inference_ms_p50": _round(percentile(self.inference_ms, 50)),
+            "inference_ms_p95": _round(percentile(self.inference_ms, 95)),
+            "motion_skip_ratio": round(self.frames_skipped / self.frames_in, 3) if self.frames_in else 0.0,
+            "disk_free_mb": round(self.storage.disk_free / MB, 1),
+            "model_version": self.model.model_version,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "camera_online": bool(self.camera and self.camera.online),
+        }
+
+    # ------------------------------------------------------------------ commands (CommandTarget)
+    def _on_command(self, name: str, payload: bytes) -> None:
+        try:
+            from edgetl_device.commands import dispatch
+        except ImportError:
+            log.warning("command %r ignored: edgetl_device.commands is not installed", name)
+            return
+        dispatch(name, payload, target=self, reporter=self.reporter)
+
+    def _run_tasks(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                task()
+            except Exception:
+                log.exception("queued command failed")
+
+    def _between_frames(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Run fn on the loop thread between frames (or now, when the loop is not running)."""
+        if self.state != "running" or threading.current_thread() is self._loop_thread:
+            return fn()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def task() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                done.set()
+
+        self._tasks.put(task)
+        if not done.wait(timeout):
+            raise DeviceError("the frame loop did not pick up the command in time; is the camera stalled?")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def set_threshold(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value <= 1e9:
+            raise DeviceError(f"threshold {value} must be >= 0")
+        self._between_frames(lambda: setattr(self.decider, "threshold", value))
+        log.info("unknown threshold set to %.4g", value)
+
+    def take_snapshot(self) -> str:
+        frame = self.camera.latest() if self.camera else None
+        if frame is None:
+            raise DeviceError("no frame yet: the camera has not delivered any image")
+        path = self.data_dir / "snapshots" / f"snapshot_{time.strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:6]}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_jpeg_atomic(path, frame.image, self.config.recording.snapshot_quality)
+        return str(path)
+
+    def start_manual_recording(self, duration: float | None = None) -> str:
+        if not self.storage.recording_allowed:
+            raise DeviceError("recording is stopped: the disk is low (free space or lower storage.max_total_mb)")
+        object_id = uuid.uuid4().hex
+
+        def start() -> None:
+            now = self.camera.latest().timestamp if self.camera and self.camera.latest() else time.time()
+            if self.recorder is None:
+                raise DeviceError("no frame yet: the camera has not delivered any image")
+            self.recorder.start_manual(now, duration)
+            self._manual_object = object_id
+            self._publish_event(new_event(self.config.device_id, "start", object_id, "manual", 1.0,
+                                          start_time=now, model_version=self.model.model_version, manual=True))
+
+        self._between_frames(start)
+        return object_id
+
+    def stop_manual_recording(self) -> None:
+        def stop() -> None:
+            if self.recorder is not None:
+                self.recorder.stop_manual()
+            if self._manual_object is not None:
+                self._publish_event(new_event(self.config.device_id, "end", self._manual_object, "manual", 1.0,
+                                              end_time=time.time(), model_version=self.model.model_version,
+                                              manual=True))
+                self._manual_object = None
+
+        self._between_frames(stop)
+
+    def reload_config(self) -> None:
+        """Re-read the config file; motion, decision, recording and storage settings apply at once.
+        Camera and model changes need a restart (or swap_model)."""
+        if self.config_path is None:
+            raise DeviceError("runtime was started without a config file; nothing to reload")
+        new = load_config(self.config_path)
+        if new.camera != self.config.camera or new.model != self.config.model:
+            log.warning("camera/model changes in %s take effect after a restart", self.config_path)
+
+        def apply() -> None:
+            self.config.motion, self.config.decision = new.motion, new.decision
+            self.config.recording, self.config.storage = new.recording, new.storage
+            self.gate = MotionGate(new.motion)
+            self.decider = Decider(self.model.labels, new.decision, self.decider.scorer,
+                                   None if self.decider.scorer.__name__ == "max_prob_unknown" else
+                                   self.decider.threshold)
+            self.storage = Storage(self.clips_dir, new.storage.max_age_days, new.storage.max_total_mb,
+                                   new.storage.min_free_mb)
+            if self.recorder is not None and not self.recorder.recording:
+                self.recorder = None  # rebuilt with the new settings on the next frame
+
+        self._between_frames(apply)
+        log.info("config reloaded from %s", self.config_path)
+
+    def swap_model(self, bundle_dir: Path) -> None:
+        """Load a new bundle (verify, model, labels, scorer) then swap it in between frames.
+        On any failure the old model keeps running and the error is raised."""
+        cfg = self.config.model.model_copy(update={"bundle": Path(bundle_dir), "path": None, "labels": None})
+        model, bundle = load_model(cfg, self.config.trusted_keys)
+        scorer, threshold = scorer_for(bundle)
+
+        def apply() -> None:
+            for t in self.decider.finish(self.camera.latest().timestamp if self.camera and self.camera.latest()
+                                         else time.time()):
+                self._publish_transition(t, time.time())
+            self.model, self.bundle = model, bundle
+            self.decider = Decider(model.labels, self.config.decision, scorer, threshold)
+            if self.recorder is not None:
+                self.recorder.model_version = model.model_version
+
+        self._between_frames(apply)
+        self.reporter.publish("status", {"state": "online", "model_version": model.model_version})
+        log.info("model swapped to %s (%s)", model.model_version, bundle_dir)
+
+
+def _round(v: float | None, nd: int = 2) -> float | None:
+    return None if v is None else round(float(v), nd)
+
+
+def install_signal_handlers(runtime: Runtime) -> None:
+    """SIGTERM/SIGINT -> graceful stop (finish the clip, flush events)."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        runtime.stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_from_config(path: str | os.PathLike[str], max_frames: int | None = None) -> dict[str, Any]:
+    config = load_config(path)
+    runtime = Runtime(config, config_path=path)
+    install_signal_handlers(runtime)
+    return runtime.run(max_frames)
+
+
+__all__ = ["Model", "Runtime", "install_signal_handlers", "make_reporter", "run_from_config"]
