@@ -1,0 +1,141 @@
+"""Rollouts: a bundle the canary refuses halts the rollout; a good one reaches every device, wave by wave."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgetl.bundle import generate_keys, pack_bundle, sign_bundle, write_manifest
+from edgetl.cli import app
+from edgetl.errors import EdgetlError
+from edgetl.fleet.deploy import BundleServer, CommandSession, plan_waves, resolve_devices, rollout, update_args
+from edgetl.fleet.mqtt import BrokerOptions
+from edgetl.fleet.sim import SimDevice
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    pub_priv = generate_keys(d / "publisher")
+    other = generate_keys(d / "stranger")
+    return {"priv": pub_priv[0], "pub": pub_priv[1], "other_pub": other[1]}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, keys) -> Path:
+    """A signed bundle .tar.gz, model_version 2.0.0 (the device verifies bytes, not model semantics)."""
+    root = tmp_path_factory.mktemp("bundle") / "b"
+    root.mkdir()
+    (root / "model.tflite").write_bytes(b"TFL3" + bytes(range(256)) * 8)
+    (root / "labels.txt").write_text("ants\nbees\n")
+    write_manifest(root, {"model_version": "2.0.0", "classes": ["ants", "bees"],
+                          "outputs": [{"name": "probabilities", "index": 1}, {"name": "embedding", "index": 0}]})
+    sign_bundle(root, keys["priv"])
+    return pack_bundle(root, root.parent / "b.tar.gz")
+
+
+def _tampered(archive: Path, out: Path) -> Path:
+    """The same archive with one byte of the model changed after signing."""
+    with tarfile.open(archive) as src, tarfile.open(out, "w:gz") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read()
+            if m.name == "model.tflite":
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            dst.addfile(m, io.BytesIO(data))
+    return out
+
+
+def _fleet(broker, tmp_path, trusted: dict[str, Path]) -> list[SimDevice]:
+    devs = [SimDevice(name, "127.0.0.1", broker.port, tmp_path / "devices", trusted_keys=[key])
+            for name, key in trusted.items()]
+    assert all(d.wait_connected(10) for d in devs)
+    return devs
+
+
+def test_canary_that_refuses_the_bundle_halts_the_rollout(broker, tmp_path, keys, archive):
+    # cam1 (the canary) was provisioned with the wrong trusted key: it must refuse the bundle
+    devs = _fleet(broker, tmp_path, {"cam1": keys["other_pub"], "cam2": keys["pub"], "cam3": keys["pub"]})
+    try:
+        r = CliRunner().invoke(app, ["fleet", "deploy", str(archive), "--devices", "cam1,cam2,cam3",
+                                     "--canary", "1", "--via", "path", "--timeout", "10", "--broker", broker.url])
+        assert r.exit_code == 1, r.output
+        assert "HALTED" in r.output and "cam2, cam3" in r.output
+        assert [d.model_version for d in devs] == ["1.0.0", "1.0.0", "1.0.0"]
+    finally:
+        for d in devs:
+            d.stop()
+
+
+def test_tampered_bundle_fails_on_the_canary(broker, tmp_path, keys, archive):
+    devs = _fleet(broker, tmp_path, {"cam1": keys["pub"], "cam2": keys["pub"]})
+    bad = _tampered(archive, tmp_path / "bad.tar.gz")
+    try:
+        with CommandSession(BrokerOptions(url=broker.url)) as session:
+            report = rollout(session, ["cam1", "cam2"], update_args(bad, "path"), canary=1, timeout=10)
+        assert report.halted and report.not_attempted == ["cam2"]
+        (canary,) = report.waves[0]
+        assert not canary.ok and canary.answered and "sha256" in canary.detail
+        assert [d.model_version for d in devs] == ["1.0.0", "1.0.0"]
+    finally:
+        for d in devs:
+            d.stop()
+
+
+def test_good_bundle_reaches_every_device_over_http(broker, tmp_path, keys, archive):
+    devs = _fleet(broker, tmp_path, {f"cam{i}": keys["pub"] for i in range(1, 5)})
+    waves = []
+    try:
+        with CommandSession(BrokerOptions(url=broker.url)) as session, \
+                BundleServer(archive, host="127.0.0.1", advertise="127.0.0.1") as server:
+            report = rollout(session, [d.device_id for d in devs], update_args(archive, "url", server.url),
+                             canary=1, batch=2, timeout=10, on_wave=lambda i, rs: waves.append(rs))
+            assert report.ok and not report.halted
+            assert [[r.device_id for r in w] for w in waves] == [["cam1"], ["cam2", "cam3"], ["cam4"]]
+            assert all(r.detail == {"model_version": "2.0.0"} for w in waves for r in w)
+            assert [d.model_version for d in devs] == ["2.0.0"] * 4
+            # a silent device is a failure too
+            ghost = session.run(["ghost"], "ping", timeout=0.5)[0]
+            assert not ghost.ok and not ghost.answered
+    finally:
+        for d in devs:
+            d.stop()
+
+
+def test_command_cli_by_group(broker, tmp_path, keys):
+    devs = _fleet(broker, tmp_path, {"cam1": keys["pub"], "cam2": keys["pub"]})
+    groups = tmp_path / "fleet-groups.yaml"
+    groups.write_text("groups:\n  yard: [cam1, cam2]\n")
+    runner = CliRunner()
+    try:
+        r = runner.invoke(app, ["fleet", "command", "set_threshold", "--group", "yard", "--groups", str(groups),
+                                "--arg", "value=0.7", "--broker", broker.url, "--timeout", "10"])
+        assert r.exit_code == 0, r.output
+        assert [d.threshold for d in devs] == [0.7, 0.7]
+        r = runner.invoke(app, ["fleet", "command", "set_threshold", "--devices", "cam1", "--arg", "value=7",
+                                "--broker", broker.url, "--timeout", "10"])
+        assert r.exit_code == 1 and "within [0, 1]" in r.output
+        r = runner.invoke(app, ["fleet", "command", "reboot", "--devices", "cam1", "--broker", broker.url])
+        assert r.exit_code == 2 and "unknown command" in r.output
+    finally:
+        for d in devs:
+            d.stop()
+
+
+def test_device_selection_and_wave_planning(tmp_path):
+    assert plan_waves(["a", "b", "c", "d", "e"], canary=2, batch=2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert plan_waves(["a", "b", "a"], canary=0, batch=None) == [["a", "b"]]
+    with pytest.raises(EdgetlError, match="no device after the canary"):
+        plan_waves(["a"], canary=1, batch=None)
+    with pytest.raises(EdgetlError, match="exactly one"):
+        resolve_devices("a,b", "yard", None)
+    with pytest.raises(EdgetlError, match="not found"):
+        resolve_devices(None, "yard", tmp_path / "nope.yaml")
+    (tmp_path / "g.yaml").write_text(json.dumps({"yard": ["a"]}))
+    assert resolve_devices(None, "yard", tmp_path / "g.yaml") == ["a"]
+    with pytest.raises(EdgetlError, match="known groups: yard"):
+        resolve_devices(None, "roof", tmp_path / "g.yaml")
