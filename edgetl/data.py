@@ -289,3 +289,206 @@ def load_images(paths: Iterable[Path], size: int, desc: str = "loading images", 
                 log.warning("skipping %s", err)
                 failures.append((paths[i], err))
     return out[ok] if len(ok) != len(paths) else out, ok, failures
+
+
+# ---------------------------------------------------------------- split manifests
+
+def split_manifest(data, out_csv: str | Path, val: float = 0.2, test: float = 0.1, seed: int = 0,
+                   csv_options: dict | None = None) -> dict[str, dict[str, int]]:
+    """Write a stratified, seeded train/val/test manifest (`path,label,split`); no files are copied.
+
+    Existing splits in `data` are pooled and re-split, so the manifest alone defines the split.
+    Returns counts per split and class.
+    """
+    from edgetl.run import write_split_csv
+
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise EdgetlError(f"--val and --test must be fractions in [0, 1) summing below 1 (got {val}, {test})")
+    dataset = load_dataset(as_spec(data, **(csv_options or {})))
+    fractions = {"train": 1 - val - test, "val": val, "test": test}
+    parts = stratified_split(dataset.all_samples(), {k: v for k, v in fractions.items() if k == "train" or v > 0},
+                             seed)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    write_split_csv(out_csv, parts)
+    return {split: dict(sorted(Counter(s.label for s in samples).items())) for split, samples in parts.items()}
+
+
+# ---------------------------------------------------------------- dataset check
+
+def perceptual_hash(rgb: np.ndarray) -> int:
+    """64-bit DCT perceptual hash: robust to resizing, recompression and small colour shifts."""
+    import cv2
+
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    small = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
+    low = cv2.dct(small)[:8, :8].flatten()
+    bits = low > np.median(low[1:])  # DC term excluded from the median: it only carries brightness
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def hamming_matrix(hashes: Sequence[int]) -> np.ndarray:
+    """Pairwise Hamming distances between 64-bit hashes (n×n, int)."""
+    bits = np.unpackbits(np.array(hashes, dtype=">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(np.float32)
+    same = bits @ bits.T + (1 - bits) @ (1 - bits).T
+    return (64 - same).astype(np.int32)
+
+
+def _inspect(path: Path) -> dict:
+    """Decode one file fully (catches truncation) and describe it."""
+    import hashlib
+
+    from PIL import Image
+
+    info: dict = {"path": str(path)}
+    try:
+        raw = path.read_bytes()
+        info["sha1"] = hashlib.sha1(raw).hexdigest()
+        with Image.open(path) as im:
+            info["width"], info["height"], info["mode"] = im.width, im.height, im.mode
+        rgb = np.asarray(_open_rgb(path, 256))
+        info["phash"] = perceptual_hash(rgb)
+    except (EdgetlError, OSError) as e:
+        info["error"] = str(e)
+    return info
+
+
+def check_dataset(data, *, csv_options: dict | None = None, near_distance: int = 4, tiny_class: int = 10,
+                  imbalance_ratio: float = 5.0, workers: int = 4) -> dict:
+    """Classes, counts, image sizes, unreadable files, exact/near duplicates (flagging train/val/test
+    leakage), class imbalance and tiny classes. Never raises on bad images: they are reported."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    dataset = load_dataset(as_spec(data, **(csv_options or {})))
+    entries = [(split, s) for split, samples in dataset.splits.items() for s in samples]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        infos = list(tqdm(pool.map(lambda e: _inspect(e[1].path), entries), total=len(entries),
+                          desc="checking images", leave=False, disable=len(entries) < 50))
+    for (split, s), info in zip(entries, infos, strict=True):
+        info["split"], info["label"] = split, s.label
+    bad = [{"path": i["path"], "split": i["split"], "label": i["label"], "error": i["error"]}
+           for i in infos if "error" in i]
+    good = [i for i in infos if "error" not in i]
+
+    counts: dict[str, dict[str, int]] = {}
+    for split, samples in dataset.splits.items():
+        counts[split] = dict(sorted(Counter(s.label for s in samples).items()))
+    widths = np.array([i["width"] for i in good]) if good else np.zeros(0)
+    heights = np.array([i["height"] for i in good]) if good else np.zeros(0)
+    sizes = {}
+    if good:
+        sizes = {"width": {"min": int(widths.min()), "median": int(np.median(widths)), "max": int(widths.max())},
+                 "height": {"min": int(heights.min()), "median": int(np.median(heights)), "max": int(heights.max())},
+                 "modes": dict(Counter(i["mode"] for i in good))}
+
+    # Exact duplicates (same bytes), then near duplicates (small perceptual-hash distance).
+    groups: dict[str, list[dict]] = {}
+    for i in good:
+        groups.setdefault(i["sha1"], []).append(i)
+    exact = [_dup_group(g, "exact", 0) for g in groups.values() if len(g) > 1]
+    near = []
+    if len(good) > 1:
+        dist = hamming_matrix([i["phash"] for i in good])
+        ii, jj = np.nonzero(np.triu(dist <= near_distance, k=1))
+        for a, b in zip(ii.tolist(), jj.tolist(), strict=True):
+            if good[a]["sha1"] != good[b]["sha1"]:
+                near.append(_dup_group([good[a], good[b]], "near", int(dist[a, b])))
+    duplicates = exact + near
+    warnings = []
+    if bad:
+        warnings.append(f"{len(bad)} unreadable/corrupt image(s) will be skipped")
+    leaks = [d for d in duplicates if d["cross_split"]]
+    if leaks:
+        warnings.append(f"{len(leaks)} duplicate group(s) cross train/val/test (leakage inflates val accuracy)")
+    within = [d for d in duplicates if not d["cross_split"]]
+    if within:
+        warnings.append(f"{len(within)} duplicate group(s) ({sum(d['kind'] == 'exact' for d in within)} exact): "
+                        "remove them, or an automatic train/val split can leak them across splits")
+    label_conflicts = [d for d in duplicates if d["conflicting_labels"]]
+    if label_conflicts:
+        warnings.append(f"{len(label_conflicts)} duplicate group(s) carry different labels")
+    total = Counter(s.label for s in dataset.all_samples())
+    if len(total) < 2:
+        warnings.append(f"only {len(total)} class; training needs at least 2")
+    for label, n in sorted(total.items()):
+        if n < tiny_class:
+            warnings.append(f"class {label!r} has only {n} image(s) (< {tiny_class}): collect more")
+    if len(total) >= 2 and max(total.values()) / max(min(total.values()), 1) > imbalance_ratio:
+        big, small = max(total, key=total.get), min(total, key=total.get)
+        warnings.append(f"class imbalance: {big!r} has {total[big]} images, {small!r} only {total[small]} "
+                        "(class weights are on by default in training)")
+    return {"data": str(as_spec(data, **(csv_options or {})).path), "classes": sorted(total),
+            "counts": counts, "total": len(entries), "readable": len(good), "sizes": sizes,
+            "unreadable": bad, "duplicates": duplicates, "warnings": warnings}
+
+
+def _dup_group(items: list[dict], kind: str, distance: int) -> dict:
+    splits = sorted({i["split"] for i in items})
+    return {"kind": kind, "distance": distance, "paths": [i["path"] for i in items], "splits": splits,
+            "labels": sorted({i["label"] for i in items}),
+            "cross_split": len(set(splits) - {"all"}) > 1, "conflicting_labels": len({i["label"] for i in items}) > 1}
+
+
+# ---------------------------------------------------------------- frames from video
+
+def frames_from_video(video: str | Path, out_dir: str | Path, label: str, *, every: int | None = None,
+                      scene_threshold: float | None = None, max_frames: int | None = None,
+                      size: int | None = None) -> list[Path]:
+    """Save frames of `video` as JPEGs into out_dir/<label>/: every N-th frame, or whenever the picture
+    changed by more than `scene_threshold` (mean absolute grey-level difference, 0-255, on a 64 px
+    thumbnail) since the last saved frame. Returns the written paths."""
+    import cv2
+    from tqdm.auto import tqdm
+
+    video = Path(video)
+    if (every is None) == (scene_threshold is None):
+        raise EdgetlError("give exactly one of --every N or --scene-threshold T")
+    if every is not None and every < 1:
+        raise EdgetlError("--every must be >= 1")
+    if not label or "/" in label or label.startswith("."):
+        raise EdgetlError(f"invalid class name {label!r}")
+    if not video.is_file():
+        raise EdgetlError(f"video {video} not found")
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise EdgetlError(f"OpenCV cannot open {video}; convert it to MP4 (H.264) or AVI")
+    target = Path(out_dir) / label
+    target.mkdir(parents=True, exist_ok=True)
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    written: list[Path] = []
+    last_thumb = None
+    index = -1
+    try:
+        with tqdm(total=total, desc=f"frames from {video.name}", leave=False, unit="frame") as bar:
+            while max_frames is None or len(written) < max_frames:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                index += 1
+                bar.update(1)
+                if every is not None:
+                    keep = index % every == 0
+                else:
+                    thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (64, 64),
+                                       interpolation=cv2.INTER_AREA).astype(np.float32)
+                    keep = last_thumb is None or float(np.abs(thumb - last_thumb).mean()) > scene_threshold
+                    if keep:
+                        last_thumb = thumb
+                if not keep:
+                    continue
+                if size:
+                    h, w = frame.shape[:2]
+                    scale = size / max(h, w)
+                    if scale < 1:
+                        frame = cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+                path = target / f"{video.stem}_{index:06d}.jpg"
+                if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+                    raise EdgetlError(f"cannot write {path}; check the output folder")
+                written.append(path)
+    finally:
+        cap.release()
+    if index < 0:
+        raise EdgetlError(f"no frames could be decoded from {video}")
+    return written
