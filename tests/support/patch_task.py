@@ -1,0 +1,134 @@
+"""A synthetic task whose class is decided by a coloured patch at a known place, and a run folder of it.
+
+Images are grey noise with one square patch at a random position; its colour (red/green/blue) is the
+class. Where the model looks is therefore known exactly, which is what the Grad-CAM test checks. The
+run folder follows the trainer's contract (DEVELOPERS.md), built with a real (small) trained Keras
+model and metrics computed from its real predictions, for the visualise/report tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LABELS = ("red", "green", "blue")
+SIZE = 64
+PATCH = 16
+_COLOURS = np.array([[230, 30, 30], [30, 210, 30], [40, 40, 230]], np.float32)
+
+
+@dataclass
+class PatchImages:
+    images: np.ndarray  # (N, SIZE, SIZE, 3) float32 in [0, 255]
+    labels: np.ndarray  # (N,) int
+    boxes: np.ndarray  # (N, 4) y0, x0, y1, x1 of the patch (exclusive ends)
+
+
+def make_images(n: int, seed: int, faint: float = 0.0) -> PatchImages:
+    """`n` images; a fraction `faint` have a low-contrast patch (hard examples the model may get wrong)."""
+    rng = np.random.default_rng(seed)
+    imgs = rng.uniform(70, 180, size=(n, SIZE, SIZE, 1)).repeat(3, axis=3).astype(np.float32)
+    labels = rng.integers(0, len(LABELS), size=n)
+    boxes = np.zeros((n, 4), np.int64)
+    for i in range(n):
+        y, x = rng.integers(0, SIZE - PATCH + 1, size=2)
+        strength = rng.uniform(0.12, 0.3) if rng.random() < faint else 1.0
+        grey = imgs[i, y:y + PATCH, x:x + PATCH].mean()
+        imgs[i, y:y + PATCH, x:x + PATCH] = (1 - strength) * grey + strength * _COLOURS[labels[i]]
+        boxes[i] = (y, x, y + PATCH, x + PATCH)
+    return PatchImages(imgs, labels, boxes)
+
+
+def build_model():
+    """Raw RGB [0, 255] in; a nested conv 'backbone' sub-model; `embedding` GAP; `probabilities` softmax."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    bb_in = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(bb_in)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.MaxPooling2D(name="pool2")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv3")(x)
+    backbone = keras.Model(bb_in, x, name="tiny_backbone")
+
+    inp = keras.Input((SIZE, SIZE, 3), name="rgb")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="preprocess")(inp)
+    x = backbone(x)
+    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
+    x = keras.layers.Dropout(0.1)(emb)
+    out = keras.layers.Dense(len(LABELS), activation="softmax", name="probabilities")(x)
+    model = keras.Model(inp, out, name="patch_classifier")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def train_model(epochs: int = 8):
+    """A model trained on 600 clean images; returns (model, keras History)."""
+    data = make_images(600, seed=1)
+    val = make_images(90, seed=2)
+    model = build_model()
+    hist = model.fit(data.images, data.labels, validation_data=(val.images, val.labels), epochs=epochs,
+                     batch_size=32, verbose=0)
+    return model, hist
+
+
+def _save_png(arr: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path)
+
+
+def write_run(root: Path, model, history) -> Path:
+    """A run folder per the trainer's contract from a trained model; metrics from its real predictions."""
+    root.mkdir(parents=True, exist_ok=True)
+    img_dir = root / "images"
+    img_dir.mkdir(exist_ok=True)
+    rows = []
+    for split, n, seed, faint in (("train", 30, 11, 0.0), ("val", 60, 12, 0.35), ("test", 15, 13, 0.0)):
+        d = make_images(n, seed, faint)
+        for i in range(n):
+            p = img_dir / f"{split}_{i:03d}_{LABELS[d.labels[i]]}.png"
+            _save_png(d.images[i], p)
+            rows.append((str(p.resolve()), LABELS[d.labels[i]], split))
+    with (root / "split.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "split"])
+        w.writerows(rows)
+    (root / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    (root / "config.json").write_text(json.dumps({"backbone": "tiny_cnn", "alpha": None, "size": SIZE,
+                                                  "weights": None, "seed": 0, "data": "synthetic patches"}))
+    hist = history.history
+    keys = list(hist)
+    with (root / "history.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", *keys])
+        for e in range(len(hist[keys[0]])):
+            w.writerow([e, *[hist[k][e] for k in keys]])
+
+    from PIL import Image
+
+    val_rows = [r for r in rows if r[2] == "val"]
+    x = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) for p, _, _ in val_rows])
+    y = np.array([LABELS.index(lab) for _, lab, _ in val_rows])
+    pred = np.asarray(model(x, training=False)).argmax(axis=1)
+    cm = np.zeros((len(LABELS), len(LABELS)), np.int64)
+    for t, p in zip(y, pred, strict=True):
+        cm[t, p] += 1
+    per_class = {}
+    for i, lab in enumerate(LABELS):
+        tp = cm[i, i]
+        prec = tp / max(cm[:, i].sum(), 1)
+        rec = tp / max(cm[i, :].sum(), 1)
+        per_class[lab] = {"precision": float(prec), "recall": float(rec),
+                          "f1": float(2 * prec * rec / max(prec + rec, 1e-12)), "support": int(cm[i].sum())}
+    metrics = {"val_accuracy": float((pred == y).mean()), "per_class": per_class,
+               "confusion_matrix": cm.tolist(), "labels": list(LABELS)}
+    (root / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    model.save(root / "model.keras")
+    return root
