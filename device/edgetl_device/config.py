@@ -103,6 +103,9 @@ class MotionConfig(_Strict):
     blur: int = Field(5, ge=1, description="Gaussian blur kernel (odd) against sensor noise.")
     pixel_threshold: int = Field(25, ge=1, le=255, description="Grey-level change that counts as motion.")
     min_area: float = Field(0.002, ge=0, le=1, description="Fraction of moving pixels that opens the gate.")
+    hold_frames: int = Field(10, ge=0, description="Keep inferring this many frames after motion stops, so an "
+                                                   "object that enters and stands still still gets its k-of-n votes "
+                                                   "(keep >= decision.n).")
     keepalive: float = Field(10.0, ge=0, description="Run inference at least every this many seconds even "
                                                      "without motion (0: never).")
     masks: list[tuple[float, float, float, float]] = Field(

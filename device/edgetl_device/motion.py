@@ -2,7 +2,8 @@
 
 Downscaled, blurred grey frames are differenced against the previous one; the
 fraction of pixels that changed more than `pixel_threshold` (outside the masks)
-opens the gate when it exceeds `min_area`. A keep-alive forces an inference now
+opens the gate when it exceeds `min_area`; it stays open `hold_frames` more
+frames so an object that walks in and stops still gets its k-of-n votes. A keep-alive forces an inference now
 and then so a slow change (a parked car, the light) is still seen.
 """
 
@@ -56,6 +57,7 @@ class MotionGate:
         self._prev: np.ndarray | None = None
         self._mask: np.ndarray | None = None
         self._last_inference = float("-inf")
+        self._hold = 0
         self.frames_checked = 0
         self.frames_skipped = 0
 
@@ -78,12 +80,19 @@ class MotionGate:
             self._prev = grey
             self._mask = mask_image(grey.shape, self.cfg.masks)
             self._last_inference = now
+            self._hold = self.cfg.hold_frames
             return GateResult(True, True, 1.0)  # first frame: nothing to compare with, look at it
         changed = changed_fraction(self._prev, grey, self.cfg.pixel_threshold, self._mask)
         self._prev = grey
+        moving_recently = False
         moving = changed > self.cfg.min_area
+        if moving:
+            self._hold = self.cfg.hold_frames
+        elif self._hold > 0:
+            self._hold -= 1
+            moving_recently = True
         keepalive_due = self.cfg.keepalive > 0 and now - self._last_inference >= self.cfg.keepalive
-        run = moving or keepalive_due
+        run = moving or moving_recently or keepalive_due
         if run:
             self._last_inference = now
         else:
