@@ -1,0 +1,432 @@
+"""Export a training run to a TFLite bundle: quantize, check parity against the float model, summarise.
+
+The exported graph has a fixed batch of 1 (static shapes for the Edge TPU) and two outputs,
+`probabilities` and the L2-normalised `embedding`. The normalisation uses tf.nn.l2_normalize,
+which becomes TFLite's L2_NORMALIZATION op: it quantizes to int8 and maps to the Edge TPU,
+whereas Keras' UnitNormalization lowers to float SQUARE/SUM/RSQRT ops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetl.errors import EdgetlError
+
+log = logging.getLogger(__name__)
+
+QUANT_MODES = ("int8", "float16", "dynamic", "float32")
+IO_TYPES = ("uint8", "int8", "float32")
+OUTPUT_NAMES = ("probabilities", "embedding")
+DEFAULT_CALIBRATION_SIZE = 300
+
+
+class ParityError(EdgetlError):
+    """The quantized model lost more accuracy than allowed (bundle written, but not signed)."""
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    model_path: Path
+    manifest: dict[str, Any]
+    parity: dict[str, Any]
+    summary: dict[str, Any]
+
+
+# ---------------------------------------------------------------- graph and conversion
+def export_graph(model, size: int):
+    """Batch-1 model: raw pixels -> {"probabilities", "embedding" (L2-normalised)}."""
+    import keras
+    import tensorflow as tf
+
+    class L2Normalize(keras.layers.Layer):
+        def call(self, x):
+            return tf.nn.l2_normalize(x, axis=-1)
+
+    try:
+        probs, emb = model.get_layer("probabilities").output, model.get_layer("embedding").output
+    except ValueError as exc:
+        raise EdgetlError(f"model has no `embedding`/`probabilities` layer ({exc}); export needs a model "
+                          "trained by `edgetl train`") from exc
+    inner = keras.Model(model.input, [probs, emb], name="classifier")
+    pixels = keras.Input((size, size, 3), batch_size=1, name="pixels")
+    p, e = inner(pixels)
+    return keras.Model(pixels, {"probabilities": p, "embedding": L2Normalize(name="embedding_l2")(e)},
+                       name="edgetl_export")
+
+
+def anchor_input_range(images: np.ndarray) -> np.ndarray:
+    """Make sure the calibration data spans 0..255 so a uint8 input gets scale 1, zero point 0
+    (the device writes camera pixels straight in). Touches two pixels of one image."""
+    images = images.copy()
+    if images.size and (images.min() > 0 or images.max() < 255):
+        images[0, 0, 0, :] = 0
+        images[0, 0, 1, :] = 255
+    return images
+
+
+def convert(graph, quant: str, io: str, calibration: np.ndarray | None = None) -> bytes:
+    """TFLite flatbuffer bytes for one quantization mode."""
+    import tensorflow as tf
+
+    if quant not in QUANT_MODES:
+        raise EdgetlError(f"--quant {quant!r} is not one of {', '.join(QUANT_MODES)}")
+    if io not in IO_TYPES:
+        raise EdgetlError(f"--io {io!r} is not one of {', '.join(IO_TYPES)}")
+    if quant != "int8" and io != "float32":
+        raise EdgetlError(f"--io {io} needs --quant int8 (a {quant} model has float32 inputs and outputs)")
+    conv = tf.lite.TFLiteConverter.from_keras_model(graph)
+    if quant == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif quant == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quant == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise EdgetlError("int8 export needs calibration images (a run with a train split, or --calibration)")
+        data = anchor_input_range(calibration)
+
+        def representative():
+            for img in data:
+                yield [img[None].astype(np.float32)]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        # INT8 builtins only: the converter fails instead of silently leaving float ops behind.
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
+        conv.inference_output_type = conv.inference_input_type
+    try:
+        return conv.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError/RuntimeError/ValueError
+        first = next((ln for ln in str(exc).splitlines() if "error" in ln.lower()), str(exc).splitlines()[0])
+        if quant == "int8":
+            raise EdgetlError(f"int8 conversion failed: an op cannot be quantized to INT8 builtins ({first[:300]}); "
+                              "replace that layer or export with --quant dynamic/float16") from exc
+        raise EdgetlError(f"{quant} conversion failed: {first[:300]}") from exc
+
+
+def float_ops(path: Path, io: str) -> list[str]:
+    """Ops of an int8 model that still compute in float (should be none)."""
+    from edgetl.edgetpu import read_tflite
+
+    m = read_tflite(path)
+    io_tensors = set(m.inputs) | set(m.outputs)
+    bad = []
+    for op in m.ops:
+        if op.name in ("QUANTIZE", "DEQUANTIZE") and io == "float32":
+            continue
+        for t in op.inputs + op.outputs:
+            if t < 0 or t in io_tensors and io == "float32":
+                continue
+            info = m.tensors[t]
+            if info.dtype in ("FLOAT32", "FLOAT16") and not info.constant:
+                bad.append(f"{op.name} (tensor {info.name!r})")
+                break
+    return bad
+
+
+# ---------------------------------------------------------------- running the .tflite
+def identify_outputs(interpreter, num_classes: int) -> dict[str, dict[str, Any]]:
+    """Output details keyed by `probabilities`/`embedding`, each with `position` in get_output_details().
+
+    TFLite does not keep the output order; the signature names are used when present, else shapes.
+    """
+    details = interpreter.get_output_details()
+    by_tensor = {d["index"]: (i, d) for i, d in enumerate(details)}
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        sig = interpreter.get_signature_runner().get_output_details()
+        for name in OUTPUT_NAMES:
+            if name in sig and sig[name]["index"] in by_tensor:
+                pos, d = by_tensor[sig[name]["index"]]
+                found[name] = {**d, "position": pos}
+    except (ValueError, KeyError, RuntimeError):
+        pass
+    if len(found) < 2:
+        found = {}
+        if len(details) != 2:
+            raise EdgetlError(f"expected 2 outputs (probabilities, embedding), the model has {len(details)}")
+        for pos, d in enumerate(details):
+            width = int(d["shape"][-1])
+            name = "probabilities" if width == num_classes else "embedding"
+            found[name] = {**d, "position": pos}
+        if len(found) != 2:
+            raise EdgetlError("cannot tell the probabilities output from the embedding output (same width)")
+    return found
+
+
+def _dequantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zp = detail["quantization"]
+    if scale:
+        return (x.astype(np.float32) - zp) * scale
+    return x.astype(np.float32)
+
+
+def _quantize_input(images: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return images.astype(np.float32)
+    scale, zp = detail["quantization"]
+    info = np.iinfo(dtype)
+    q = np.round(images.astype(np.float32) / (scale or 1.0) + zp)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def predict_tflite(path: str | os.PathLike[str], images: np.ndarray, num_classes: int,
+                   num_threads: int | None = None, desc: str = "tflite") -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, embeddings) for uint8 RGB images, through the device's interpreter loader."""
+    from tqdm.auto import tqdm
+
+    from edgetl_device.errors import DeviceError
+    from edgetl_device.interpreter import load_interpreter
+
+    try:
+        it = load_interpreter(path, num_threads=num_threads, delegate="none")
+    except DeviceError as exc:
+        raise EdgetlError(str(exc)) from exc
+    inp = it.get_input_details()[0]
+    outs = identify_outputs(it, num_classes)
+    probs, embs = [], []
+    for img in tqdm(images, desc=desc, leave=False, disable=len(images) < 50):
+        it.set_tensor(inp["index"], _quantize_input(img[None], inp))
+        it.invoke()
+        probs.append(_dequantize(it.get_tensor(outs["probabilities"]["index"]), outs["probabilities"])[0])
+        embs.append(_dequantize(it.get_tensor(outs["embedding"]["index"]), outs["embedding"])[0])
+    return np.array(probs), np.array(embs)
+
+
+def predict_keras(model, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    import keras
+
+    both = keras.Model(model.input, [model.get_layer("probabilities").output, model.get_layer("embedding").output])
+    probs, emb = both.predict(images.astype(np.float32), batch_size=batch, verbose=0)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    return probs, emb
+
+
+# ---------------------------------------------------------------- parity and summaries
+def parity_report(labels: list[str], y_true: np.ndarray, float_probs: np.ndarray, tflite_probs: np.ndarray,
+                  float_emb: np.ndarray, tflite_emb: np.ndarray, max_drop: float) -> dict[str, Any]:
+    """Float vs TFLite accuracy (fractions), overall and per class; drop in percentage points."""
+    fp, tp = float_probs.argmax(1), tflite_probs.argmax(1)
+    per_class = {}
+    for i, name in enumerate(labels):
+        m = y_true == i
+        n = int(m.sum())
+        per_class[name] = {"n": n,
+                           "float_accuracy": float((fp[m] == i).mean()) if n else None,
+                           "tflite_accuracy": float((tp[m] == i).mean()) if n else None}
+    fa, ta = float((fp == y_true).mean()), float((tp == y_true).mean())
+    drop = round(100.0 * (fa - ta), 3)
+    cos = np.sum(float_emb * tflite_emb, axis=1) / np.maximum(
+        np.linalg.norm(float_emb, axis=1) * np.linalg.norm(tflite_emb, axis=1), 1e-12)
+    return {
+        "n": int(len(y_true)), "float_accuracy": fa, "tflite_accuracy": ta, "drop_points": drop,
+        "max_drop_points": max_drop, "passed": bool(drop <= max_drop),
+        "top1_agreement": float((fp == tp).mean()),
+        "probability_mae": float(np.abs(float_probs - tflite_probs).mean()),
+        "embedding_cosine_mean": float(cos.mean()), "embedding_cosine_min": float(cos.min()),
+        "per_class": per_class,
+    }
+
+
+def summarize(path: Path) -> dict[str, Any]:
+    """Size, op list and a per-tensor quantization summary of a .tflite file."""
+    from edgetl.edgetpu import read_tflite
+
+    m = read_tflite(path)
+    dtypes: dict[str, int] = {}
+    tensors = []
+    for t in m.tensors:
+        dtypes[t.dtype] = dtypes.get(t.dtype, 0) + 1
+        tensors.append({"name": t.name, "dtype": t.dtype, "shape": t.shape, "constant": t.constant,
+                        "scale": t.scale[:1] if len(t.scale) == 1 else (f"per-channel x{len(t.scale)}" if t.scale
+                                                                         else None),
+                        "zero_point": t.zero_point[:1] if len(t.zero_point) == 1 else None})
+    return {"file": path.name, "size_bytes": m.size_bytes, "ops": [op.name for op in m.ops],
+            "op_counts": m.op_counts(), "tensor_dtypes": dtypes,
+            "quantized_tensors": sum(1 for t in m.tensors if t.scale), "tensors": tensors}
+
+
+# ---------------------------------------------------------------- data
+def _labels_index(labels: list[str], samples) -> np.ndarray:
+    idx = {name: i for i, name in enumerate(labels)}
+    unknown = sorted({s.label for s in samples if s.label not in idx})
+    if unknown:
+        raise EdgetlError(f"validation labels {unknown} are not in the run's labels.txt; the run folder is inconsistent")
+    return np.array([idx[s.label] for s in samples])
+
+
+def calibration_images(run, size: int, calibration: str | os.PathLike[str] | None, limit: int,
+                       seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """uint8 images for int8 calibration: the given set, else a stratified pick from the run's train split."""
+    from edgetl.calibrate import Candidate, calibration_files, select
+    from edgetl.data import load_images
+
+    if calibration is not None:
+        files = calibration_files(calibration)
+        images, _, _ = load_images(files, size, desc="calibration images")
+        return images, {"source": str(Path(calibration).resolve()), "count": int(len(images))}
+    train = run.samples("train")
+    if not train:
+        raise EdgetlError(f"{run.path} has no train split to calibrate with; pass --calibration DIR")
+    picked, dupes = select([Candidate(Path(s.path), s.label) for s in train], limit, seed)
+    images, _, _ = load_images([c.path for c, _ in picked], size, desc="calibration images")
+    return images, {"source": "run train split (stratified, de-duplicated)", "count": int(len(images)),
+                    "duplicates_skipped": dupes}
+
+
+# ---------------------------------------------------------------- the whole export
+def _input_spec(detail: dict[str, Any], size: int, io: str) -> dict[str, Any]:
+    scale, zp = detail["quantization"]
+    return {"size": [size, size], "channels": "RGB", "dtype": io, "normalization": "raw_0_255",
+            "quantization": [float(scale), int(zp)], "center_crop": False, "index": int(detail["index"])}
+
+
+def _outputs_spec(outs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"name": name, "index": int(d["position"]), "tensor_index": int(d["index"]),
+             "shape": [int(x) for x in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+             "quantization": [float(d["quantization"][0]), int(d["quantization"][1])]}
+            for name, d in sorted(outs.items(), key=lambda kv: kv[1]["position"])]
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise EdgetlError(f"{out} already holds an export; pass --overwrite or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, quant: str = "int8",
+               io: str | None = None, calibration: str | os.PathLike[str] | None = None,
+               calibration_size: int = DEFAULT_CALIBRATION_SIZE, edgetpu: bool = False,
+               allow_cpu_ops: bool = False, max_drop: float = 1.0, key: str | os.PathLike[str] | None = None,
+               model_version: str | None = None, num_threads: int | None = None,
+               overwrite: bool = False) -> ExportResult:
+    """Convert RUN's model, write the bundle directory, and raise ParityError when the drop is too large."""
+    from edgetl import bundle
+    from edgetl.data import load_images
+    from edgetl.run import Run
+
+    run = Run(run_path)
+    io = io or ("uint8" if quant == "int8" else "float32")
+    if quant != "int8" and io != "float32":
+        raise EdgetlError(f"--io {io} needs --quant int8 (a {quant} model has float32 inputs and outputs)")
+    if edgetpu and (quant != "int8" or io == "float32"):
+        raise EdgetlError("--edgetpu needs --quant int8 with --io uint8 or int8 (the Edge TPU runs 8-bit only)")
+    out = Path(out) if out is not None else run.path / "export"
+    size, labels = run.size, run.labels
+    val = run.samples("val") or run.samples("test")
+    if not val:
+        raise EdgetlError(f"{run.path} has no val/test split to check parity on; re-train with a validation split")
+    _prepare_out(out, overwrite)
+
+    model = run.load_model()
+    calib, calib_info = (None, None)
+    if quant == "int8":
+        calib, calib_info = calibration_images(run, size, calibration, calibration_size)
+    t0 = time.perf_counter()
+    tflite = convert(export_graph(model, size), quant, io, calib)
+    conversion_s = time.perf_counter() - t0
+    model_path = out / "model.tflite"
+    model_path.write_bytes(tflite)
+    log.info("converted %s (%s, io %s) in %.1f s: %.2f MB", run.path.name, quant, io, conversion_s, len(tflite) / 1e6)
+    if quant == "int8":
+        bad = float_ops(model_path, io)
+        if bad:
+            raise EdgetlError(f"int8 model still computes in float: {', '.join(bad[:5])}; these ops cannot be "
+                              "quantized — replace them or export with --quant dynamic")
+
+    # Parity on the run's own validation data.
+    images, ok, _ = load_images([s.path for s in val], size, desc="validation images")
+    y = _labels_index(labels, [val[i] for i in ok])
+    fprobs, femb = predict_keras(model, images)
+    tprobs, temb = predict_tflite(model_path, images, len(labels), num_threads, desc="tflite parity")
+    parity = parity_report(labels, y, fprobs, tprobs, femb, temb, max_drop)
+    parity.update(quant=quant, io=io, split="val" if run.samples("val") else "test")
+
+    from edgetl_device.interpreter import load_interpreter
+
+    it = load_interpreter(model_path, delegate="none")
+    outs = identify_outputs(it, len(labels))
+    in_detail = it.get_input_details()[0]
+    in_scale, in_zp = in_detail["quantization"]
+    if io == "uint8" and (abs(in_scale - 1.0) > 0.02 or in_zp != 0):
+        log.warning("uint8 input quantization is (%.4f, %d), not (1, 0): the device must rescale pixels", in_scale,
+                    in_zp)
+
+    summary = summarize(model_path)
+    summary.update(conversion_s=round(conversion_s, 2), quant=quant, io=io)
+    edgetpu_info: dict[str, Any] | None = None
+    if edgetpu:
+        edgetpu_info = _edgetpu_step(model_path, out, allow_cpu_ops)
+        summary["edgetpu"] = edgetpu_info
+
+    (out / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+    (out / "parity.json").write_text(json.dumps(parity, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    unknown = _copy_openset(run.path, out)
+    cfg = run.config
+    manifest = {
+        "schema_version": bundle.SCHEMA_VERSION,
+        "model_version": model_version or f"{run.path.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
+        "created": bundle.utc_now(),
+        "backbone": {"name": cfg.get("backbone"), "alpha": cfg.get("alpha"), "weights": cfg.get("weights")},
+        "input": _input_spec(in_detail, size, io),
+        "outputs": _outputs_spec(outs),
+        "classes": labels,
+        "quantization": {"mode": quant, "io": io, "calibration": calib_info},
+        "unknown": unknown,
+        "parity": {k: parity[k] for k in ("n", "float_accuracy", "tflite_accuracy", "drop_points", "passed",
+                                          "top1_agreement", "embedding_cosine_mean")},
+        "edgetpu": edgetpu_info,
+        "size_bytes": len(tflite),
+    }
+    manifest = bundle.write_manifest(out, manifest)
+    result = ExportResult(out, model_path, manifest, parity, summary)
+    if not parity["passed"]:
+        raise ParityError(f"{quant} model accuracy {parity['tflite_accuracy']:.3f} vs float "
+                          f"{parity['float_accuracy']:.3f}: drop {parity['drop_points']:.2f} points > --max-drop "
+                          f"{max_drop}; bundle left UNSIGNED in {out}. Try a larger/more representative "
+                          "--calibration set or --quant dynamic")
+    if key is not None:
+        bundle.sign_bundle(out, key)
+    return result
+
+
+def _copy_openset(run_dir: Path, out: Path) -> dict[str, Any] | None:
+    """Carry the run's fitted unknown-object detector (openset/ from `edgetl openset fit`) into the bundle."""
+    d = run_dir / "openset"
+    if not (d / "openset.json").is_file():
+        return None
+    if (d / "openset.npz").is_file():
+        shutil.copyfile(d / "openset.npz", out / "openset.npz")
+    return json.loads((d / "openset.json").read_text())
+
+
+def _edgetpu_step(model_path: Path, out: Path, allow_cpu_ops: bool) -> dict[str, Any]:
+    from edgetl.edgetpu import check_edgetpu, compile_edgetpu, compiler_path, format_report
+
+    report = check_edgetpu(model_path)
+    info: dict[str, Any] = {"static": report.to_dict(), "compiled": False}
+    if not report.compatible and not allow_cpu_ops:
+        raise EdgetlError(format_report(report).replace("\n", "; ") + " (pass --allow-cpu-ops to accept)")
+    if compiler_path() is None:
+        log.warning("edgetpu_compiler not on PATH: static check only, no model_edgetpu.tflite in the bundle")
+        return info
+    res = compile_edgetpu(model_path, out, allow_cpu_ops)
+    info.update(compiled=True, compiler_version=res.compiler_version, ops_on_tpu=res.ops_on_tpu,
+                ops_on_cpu=res.ops_on_cpu, table=res.table)
+    return info
