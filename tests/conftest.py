@@ -54,3 +54,11 @@ def tiny_run(tmp_path_factory) -> Path:
     from tests.support.runs import make_tiny_run
 
     return make_tiny_run(tmp_path_factory.mktemp("tiny_run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_export_run(tmp_path_factory) -> Path:
+    """A seconds-to-train run folder (32 px colour classes, small CNN) for export/quantization tests."""
+    from tests.support.tiny_export_run import make_run
+
+    return make_run(tmp_path_factory.mktemp("tiny_export_run"))
