@@ -176,3 +176,7 @@ def run_checks(config_path: Path, camera_timeout: float = 10.0) -> list[CheckRes
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
