@@ -92,6 +92,27 @@ def _preprocess(spec: BackboneSpec, x):
     return x
 
 
+_CACHE_PREFIX = {"mobilenet_v2": "mobilenet_v2_weights", "mobilenet_v1": "mobilenet_",
+                 "mobilenet_v3_small": "weights_mobilenet_v3_small", "mobilenet_v3_large": "weights_mobilenet_v3_large",
+                 "vgg16": "vgg16_weights"}
+
+
+def _keras_cache_has(spec: BackboneSpec) -> bool:
+    """Whether some ImageNet file for this family is cached (Keras then loads it without the network)."""
+    import os
+
+    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    return home.is_dir() and any(f.name.startswith(_CACHE_PREFIX[spec.name]) for f in home.iterdir())
+
+
+def _can_reach(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _load_pretrained(spec: BackboneSpec, alpha: float, size: int, weights: str):
     """A standalone backbone with weights loaded, or None for weights='none'."""
     ctor = _constructor(spec.name)
@@ -100,6 +121,10 @@ def _load_pretrained(spec: BackboneSpec, alpha: float, size: int, weights: str):
     if weights == "none":
         return None
     if weights == "imagenet":
+        if not _keras_cache_has(spec) and not _can_reach("storage.googleapis.com"):
+            raise EdgetlError(f"ImageNet weights for {spec.name} are not in the Keras cache (~/.keras/models) "
+                              "and storage.googleapis.com is unreachable (offline?); pass --weights PATH with "
+                              "a local weights file, or --weights none")
         old = socket.getdefaulttimeout()
         socket.setdefaulttimeout(15)  # offline hosts should fail fast, not hang
         try:
