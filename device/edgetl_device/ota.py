@@ -67,7 +67,10 @@ def chunk_commands(archive: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYT
 
 def health_check(model_path: Path, frame: np.ndarray | None = None) -> dict[str, Any]:
     """Load the model and invoke it once on `frame` (or a mid-grey image); DeviceError if anything fails."""
-    interpreter = load_interpreter(model_path, num_threads=1, delegate="none")
+    try:
+        interpreter = load_interpreter(model_path, num_threads=1, delegate="none")
+    except DeviceError as exc:
+        raise DeviceError(f"health check failed: {exc}") from exc
     inp = interpreter.get_input_details()[0]
     shape = tuple(int(s) for s in inp["shape"])
     if frame is None:
