@@ -1,0 +1,163 @@
+"""Camera sources with real files and a real HTTP MJPEG stream: lossless files, pacing, newest-frame-only,
+looping, corrupt frames, and reconnecting when the stream vanishes and comes back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+import pytest
+
+from edgetl_device.camera import Camera, grab_one, source_kind
+from edgetl_device.config import CameraConfig
+from edgetl_device.errors import DeviceError
+
+
+def test_source_kinds():
+    assert source_kind(0) == source_kind("1") == "device"
+    assert source_kind("rtsp://cam/stream") == source_kind("http://x/y.mjpg") == "url"
+    assert source_kind("picamera2") == "picamera2"
+
+
+def test_unpaced_video_file_delivers_every_frame_with_media_timestamps(shared_data):
+    cam = Camera(CameraConfig(source=str(shared_data / "videos/vtest.avi"))).start()
+    frames = []
+    while (f := cam.read(timeout=5)) is not None:
+        frames.append((f.index, f.timestamp, f.image.shape))
+    cam.stop()
+    assert len(frames) == 795 and cam.frames_dropped == 0
+    assert [i for i, _, _ in frames] == list(range(795))
+    assert np.allclose(np.diff([t for _, t, _ in frames]), 0.1)  # 10 fps file
+    assert frames[0][2] == (360, 480, 3)
+
+
+def test_paced_file_behaves_like_a_live_camera_newest_frame_only(shared_data):
+    cam = Camera(CameraConfig(source=str(shared_data / "videos/vtest.avi"), paced=True)).start()
+    t0 = time.monotonic()
+    got = []
+    for _ in range(4):
+        got.append(cam.read(timeout=5).index)
+        time.sleep(0.35)  # a slow consumer: 3-4 frames arrive meanwhile
+    elapsed = time.monotonic() - t0
+    cam.stop()
+    assert got == sorted(got) and all(b - a >= 3 for a, b in zip(got, got[1:], strict=False))
+    assert cam.frames_dropped >= 6
+    assert elapsed >= 1.0
+
+
+def test_looped_file_starts_again(tmp_path):
+    path = tmp_path / "short.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for i in range(5):
+        w.write(np.full((48, 64, 3), i * 40, np.uint8))
+    w.release()
+    cam = Camera(CameraConfig(source=str(path), loop=True)).start()
+    frames = [cam.read(timeout=5) for _ in range(12)]
+    cam.stop()
+    assert all(f is not None for f in frames)
+    ts = [f.timestamp for f in frames]
+    assert ts == sorted(ts)  # timestamps keep increasing across loops
+    assert abs(int(frames[5].image.mean()) - int(frames[0].image.mean())) <= 3  # frame 5 is frame 0 again
+
+
+def test_corrupt_images_in_a_folder_are_skipped_and_counted(tmp_path, shared_data):
+    src = cv2.imread(str(shared_data / "images/cat.bmp"))
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.jpg"), src)
+    (tmp_path / "002.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (tmp_path / "notes.txt").write_text("ignored")
+    cam = Camera(CameraConfig(source=str(tmp_path), fps=5)).start()
+    frames = []
+    while (f := cam.read(timeout=5)) is not None:
+        frames.append(f)
+    cam.stop()
+    assert len(frames) == 3 and cam.bad_reads == 1
+
+
+def test_truncated_video_ends_cleanly(tmp_path, shared_data):
+    data = (shared_data / "videos/vtest.avi").read_bytes()
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(data[: len(data) // 3])
+    cam = Camera(CameraConfig(source=str(broken))).start()
+    n = 0
+    while cam.read(timeout=5) is not None:
+        n += 1
+    cam.stop()
+    assert 0 < n < 795 and cam.ended
+
+
+def test_missing_source_is_a_clear_error(tmp_path):
+    with pytest.raises(DeviceError, match="not found"):
+        grab_one(CameraConfig(source=str(tmp_path / "nope.mp4")))
+    cam = Camera(CameraConfig(source=str(tmp_path / "nope.mp4"), reconnect_initial=0.05)).start()
+    assert cam.read(timeout=0.3) is None
+    assert not cam.online and "nope.mp4" in cam.state()["camera_error"]
+    cam.stop()
+
+
+class _Mjpeg:
+    """A real HTTP MJPEG camera on 127.0.0.1 that can vanish and come back on the same port."""
+
+    def __init__(self, port: int = 0) -> None:
+        ok, jpg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
+        frame = jpg.tobytes()
+        stopping = threading.Event()
+        self.stopping = stopping
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    while not stopping.is_set():
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                         % len(frame) + frame + b"\r\n")
+                        time.sleep(0.04)
+                except OSError:
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _wait(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_stream_that_vanishes_and_comes_back_is_reconnected():
+    server = _Mjpeg()
+    url = f"http://127.0.0.1:{server.port}/stream.mjpg"
+    cam = Camera(CameraConfig(source=url, reconnect_initial=0.1, reconnect_max=0.4, max_bad_reads=2)).start()
+    try:
+        assert cam.read(timeout=10) is not None and cam.online
+        server.close()
+        assert _wait(lambda: not cam.online, 10), "camera should report offline when the stream drops"
+        time.sleep(0.5)  # a few failed reconnect attempts with backoff
+        server = _Mjpeg(server.port)
+        assert _wait(lambda: cam.online, 10), "camera should come back online"
+        before = cam.frames_captured
+        assert cam.read(timeout=10) is not None
+        assert _wait(lambda: cam.frames_captured > before + 3, 5)
+        assert cam.reconnects >= 1
+    finally:
+        cam.stop()
+        server.close()
