@@ -1,0 +1,89 @@
+"""`edgetl data check`: counts, sizes, corrupt files, duplicates/leakage, imbalance; table and --json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgetl.cli import app
+from edgetl.data import check_dataset, hamming_matrix, perceptual_hash
+from tests.support.runs import make_image_dataset
+
+
+@pytest.fixture
+def messy(tmp_path):
+    """Split folders with a corrupt file, a truncated JPEG, a train/val leak and a near duplicate."""
+    root = tmp_path / "messy"
+    make_image_dataset(root / "train", ("circle", "square"), n=12, size=64)
+    make_image_dataset(root / "train", ("triangle",), n=3, size=64, seed=5)  # tiny class
+    make_image_dataset(root / "val", ("circle", "square", "triangle"), n=3, size=64, seed=9)
+    (root / "train" / "circle" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    jpg = root / "train" / "square" / "truncated.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(jpg)
+    jpg.write_bytes(jpg.read_bytes()[:300])
+    leaked = root / "train" / "square" / "square_000.png"
+    shutil.copy(leaked, root / "val" / "square" / "leaked_copy.png")  # exact duplicate across splits
+    # near duplicate: the same picture, resized and recompressed as JPEG, in the same split
+    Image.open(root / "train" / "circle" / "circle_001.png").resize((80, 80)).save(
+        root / "train" / "circle" / "circle_001_resized.jpg", quality=85)
+    return root
+
+
+def test_check_reports_everything(messy):
+    r = check_dataset(messy, tiny_class=7)
+    assert r["counts"]["train"] == {"circle": 14, "square": 13, "triangle": 3}
+    assert r["counts"]["val"] == {"circle": 3, "square": 4, "triangle": 3}
+    assert r["total"] == 40 and r["readable"] == 38
+    assert sorted(b["path"].rsplit("/", 1)[1] for b in r["unreadable"]) == ["corrupt.png", "truncated.jpg"]
+    exact = [d for d in r["duplicates"] if d["kind"] == "exact"]
+    assert len(exact) == 1 and exact[0]["cross_split"] and exact[0]["splits"] == ["train", "val"]
+    near = [d for d in r["duplicates"] if d["kind"] == "near"]
+    assert any(any(p.endswith("circle_001_resized.jpg") for p in d["paths"]) for d in near)
+    text = " ".join(r["warnings"])
+    assert "leakage" in text and "unreadable" in text and "'triangle' has only 6" in text
+    assert r["sizes"]["width"]["min"] == 64 and r["sizes"]["width"]["max"] == 80
+
+
+def test_imbalance_warning(tmp_path):
+    make_image_dataset(tmp_path, ("many",), n=30, size=32)
+    make_image_dataset(tmp_path, ("few",), n=4, size=32, seed=3)
+    r = check_dataset(tmp_path, tiny_class=2)
+    assert any("imbalance" in w for w in r["warnings"])
+
+
+def test_clean_dataset_has_no_warnings(tmp_path):
+    make_image_dataset(tmp_path, ("circle", "square"), n=10, size=64)
+    r = check_dataset(tmp_path, tiny_class=5)
+    assert r["warnings"] == [] and r["duplicates"] == []
+
+
+def test_perceptual_hash_tolerates_resizing_but_separates_different_pictures():
+    rng = np.random.default_rng(0)
+    a = (rng.random((64, 64, 3)) * 255).astype(np.uint8)
+    a = np.asarray(Image.fromarray(a).resize((16, 16)).resize((128, 128)))  # smooth, structured picture
+    b = np.asarray(Image.fromarray(a).resize((97, 97)))
+    c = np.ascontiguousarray(a[::-1])
+    d = hamming_matrix([perceptual_hash(a), perceptual_hash(b), perceptual_hash(c)])
+    assert d[0, 1] <= 4 and d[0, 2] > 10 and d[0, 0] == 0
+
+
+def test_cli_prints_table_and_json(messy):
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "check", str(messy)])
+    assert res.exit_code == 0, res.output
+    assert "circle" in res.output and "LEAK" in res.output
+    res = runner.invoke(app, ["data", "check", str(messy), "--json"])
+    assert res.exit_code == 0
+    payload = json.loads(res.stdout[res.stdout.index("{"):])
+    assert payload["readable"] == 38
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "missing")])
+    assert res.exit_code == 2
+    assert "does not exist" in res.output and len(res.output.strip().splitlines()) == 1
