@@ -81,7 +81,7 @@ class Model:
         except DeviceError as exc:
             if "Edge TPU" in str(exc) or "not found" in str(exc):
                 raise
-            raise DeviceError(f"{exc} -- the model is broken or needs ops this runtime lacks: re-export it "
+            raise DeviceError(f"{' '.join(str(exc).split())} -- the model is broken or needs ops this runtime lacks: re-export it "
                               "or deploy another model") from exc
         details = self.interpreter.get_input_details()
         if len(details) != 1:
