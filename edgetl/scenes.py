@@ -31,6 +31,7 @@ EMPTY = "Empty"
 KNOWN_KINDS: tuple[str, ...] = ("car", "person", "dog")
 UNKNOWN_KINDS: tuple[str, ...] = ("drone", "bicycle")
 BACKGROUND_SEED = 20240611  # the camera's view: fixed, independent of the dataset seed
+CANVAS_HEIGHT = 480
 
 Size = tuple[int, int]  # (width, height)
 Point = tuple[float, float]
@@ -120,8 +121,18 @@ def _check_size(size: int | Size) -> Size:
 # ---------------------------------------------------------------------------- background
 
 
+def _canvas_size(width: int, height: int) -> Size:
+    """The resolution scenes are drawn at before resizing to the requested size.
+
+    Drawing at one canonical resolution (480 lines, same aspect) makes a 160x120 training
+    image and a 320x240 video frame the same picture at two sizes, as with a real camera.
+    """
+    ch = max(CANVAS_HEIGHT, height)
+    return max(32, int(round(ch * width / height))), ch
+
+
 @lru_cache(maxsize=8)
-def _background(width: int, height: int) -> np.ndarray:
+def _canvas_background(width: int, height: int) -> np.ndarray:
     rng = np.random.default_rng(BACKGROUND_SEED)
     img = np.zeros((height, width, 3), np.float32)
     horizon = int(0.52 * height)
@@ -162,6 +173,17 @@ def _background(width: int, height: int) -> np.ndarray:
     cv2.line(img, (int(0.34 * width), int(0.67 * height)), (int(0.78 * width), int(0.67 * height)),
              (170, 185, 190), max(1, height // 150))
     return img
+
+
+@lru_cache(maxsize=8)
+def _background(width: int, height: int) -> np.ndarray:
+    return _downscale(_canvas_background(*_canvas_size(width, height)), (width, height))
+
+
+def _downscale(img: np.ndarray, size: Size) -> np.ndarray:
+    if img.shape[1] == size[0] and img.shape[0] == size[1]:
+        return img
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
 def background(size: int | Size) -> np.ndarray:
@@ -327,9 +349,13 @@ def render_scene(size: int | Size, placements: Sequence[Placement] = (), light: 
                  rng: np.random.Generator | None = None) -> np.ndarray:
     """One camera frame: the fixed background, the objects, then light and noise (uint8 BGR)."""
     w, h = _check_size(size)
-    img = _background(w, h).copy()
-    for p in placements:
-        draw_object(img, p)
+    if placements:
+        canvas = _canvas_background(*_canvas_size(w, h)).copy()
+        for p in placements:
+            draw_object(canvas, p)
+        img = _downscale(canvas, (w, h))
+    else:
+        img = _background(w, h)  # not modified below: apply_lighting makes a new array
     return apply_lighting(img, light, rng if rng is not None else np.random.default_rng(0))
 
 
@@ -343,7 +369,7 @@ def random_lighting(rng: np.random.Generator) -> Lighting:
 
 
 def random_placement(kind: str, rng: np.random.Generator, aspect: float = 4 / 3) -> Placement:
-    """A random pose for `kind`, at most ~20% of it outside the frame (like one entering the view).
+    """A random pose for `kind`, at most half of it outside the frame (like one entering the view).
 
     `aspect` is the frame's width/height, so horizontal limits are right at any frame shape.
     """
@@ -351,7 +377,7 @@ def random_placement(kind: str, rng: np.random.Generator, aspect: float = 4 / 3)
         raise EdgetlError(f"unknown scene object kind {kind!r}; choose from {', '.join(_DRAW)}")
     height = float(rng.uniform(*_HEIGHTS[kind]))
     half_w = 0.5 * _ASPECT[kind] * height / aspect  # half width as a fraction of frame width
-    slack = 0.2 * 2 * half_w
+    slack = 0.5 * 2 * half_w if rng.random() < 0.4 else 0.0  # 40%: partly out of view, as on entering
     lo, hi = half_w - slack, 1.0 - half_w + slack
     x = float(rng.uniform(lo, hi)) if lo < hi else 0.5
     return Placement(kind=kind, x=x, base=float(rng.uniform(*_BASES.get(kind, _ROAD_BASES))), height=height,
