@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -26,17 +27,21 @@ def keys(tmp_path_factory):
     return {"priv": pub_priv[0], "pub": pub_priv[1], "other_pub": other[1]}
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory, keys) -> Path:
-    """A signed bundle .tar.gz, model_version 2.0.0 (the device verifies bytes, not model semantics)."""
-    root = tmp_path_factory.mktemp("bundle") / "b"
+def _signed_archive(folder: Path, model: Path, version: str, keys) -> Path:
+    """A signed bundle .tar.gz around a real TFLite model (the device's health check loads and invokes it)."""
+    root = folder / "b"
     root.mkdir()
-    (root / "model.tflite").write_bytes(b"TFL3" + bytes(range(256)) * 8)
+    shutil.copyfile(model, root / "model.tflite")
     (root / "labels.txt").write_text("ants\nbees\n")
-    write_manifest(root, {"model_version": "2.0.0", "classes": ["ants", "bees"],
-                          "outputs": [{"name": "probabilities", "index": 1}, {"name": "embedding", "index": 0}]})
+    write_manifest(root, {"model_version": version, "classes": ["ants", "bees"]})
     sign_bundle(root, keys["priv"])
-    return pack_bundle(root, root.parent / "b.tar.gz")
+    return pack_bundle(root, folder / "b.tar.gz")
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory, keys, shared_data) -> Path:
+    model = shared_data / "models" / "mobilenet_v1_0.25_128_quant.tflite"
+    return _signed_archive(tmp_path_factory.mktemp("good"), model, "2.0.0", keys)
 
 
 def _tampered(archive: Path, out: Path) -> Path:
@@ -79,8 +84,24 @@ def test_tampered_bundle_fails_on_the_canary(broker, tmp_path, keys, archive):
             report = rollout(session, ["cam1", "cam2"], update_args(bad, "path"), canary=1, timeout=10)
         assert report.halted and report.not_attempted == ["cam2"]
         (canary,) = report.waves[0]
-        assert not canary.ok and canary.answered and "sha256" in canary.detail
+        assert not canary.ok and canary.answered and "model.tflite" in canary.detail, canary.detail
         assert [d.model_version for d in devs] == ["1.0.0", "1.0.0"]
+    finally:
+        for d in devs:
+            d.stop()
+
+
+def test_signed_model_that_fails_its_health_check_halts_after_rollback(broker, tmp_path, keys, shared_data):
+    """Signature and hashes are fine, but the model does not run on the device: the canary rolls back."""
+    broken = _signed_archive(tmp_path, shared_data / "models" / "invalid_model_invoking_error.tflite", "3.0.0", keys)
+    devs = _fleet(broker, tmp_path, {"cam1": keys["pub"], "cam2": keys["pub"], "cam3": keys["pub"]})
+    try:
+        with CommandSession(BrokerOptions(url=broker.url)) as session:
+            report = rollout(session, ["cam1", "cam2", "cam3"], update_args(broken, "mqtt"), canary=1, timeout=20)
+        assert report.halted and report.not_attempted == ["cam2", "cam3"]
+        (canary,) = report.waves[0]
+        assert not canary.ok and "rolled back" in canary.detail and "health check" in canary.detail
+        assert [d.model_version for d in devs] == ["1.0.0"] * 3
     finally:
         for d in devs:
             d.stop()
@@ -96,11 +117,24 @@ def test_good_bundle_reaches_every_device_over_http(broker, tmp_path, keys, arch
                              canary=1, batch=2, timeout=10, on_wave=lambda i, rs: waves.append(rs))
             assert report.ok and not report.halted
             assert [[r.device_id for r in w] for w in waves] == [["cam1"], ["cam2", "cam3"], ["cam4"]]
-            assert all(r.detail == {"model_version": "2.0.0"} for w in waves for r in w)
+            assert all(r.detail["applied"] and r.detail["model_version"] == "2.0.0" for w in waves for r in w)
             assert [d.model_version for d in devs] == ["2.0.0"] * 4
             # a silent device is a failure too
             ghost = session.run(["ghost"], "ping", timeout=0.5)[0]
             assert not ghost.ok and not ghost.answered
+    finally:
+        for d in devs:
+            d.stop()
+
+
+def test_bundle_in_mqtt_chunks(broker, tmp_path, keys, archive):
+    devs = _fleet(broker, tmp_path, {"cam1": keys["pub"], "cam2": keys["pub"]})
+    try:
+        r = CliRunner().invoke(app, ["fleet", "deploy", str(archive), "--devices", "cam1,cam2", "--via", "mqtt",
+                                     "--timeout", "20", "--broker", broker.url])
+        assert r.exit_code == 0, r.output
+        assert "2/2 devices updated" in r.output
+        assert [d.model_version for d in devs] == ["2.0.0", "2.0.0"]
     finally:
         for d in devs:
             d.stop()
@@ -116,9 +150,9 @@ def test_command_cli_by_group(broker, tmp_path, keys):
                                 "--arg", "value=0.7", "--broker", broker.url, "--timeout", "10"])
         assert r.exit_code == 0, r.output
         assert [d.threshold for d in devs] == [0.7, 0.7]
-        r = runner.invoke(app, ["fleet", "command", "set_threshold", "--devices", "cam1", "--arg", "value=7",
+        r = runner.invoke(app, ["fleet", "command", "set_threshold", "--devices", "cam1", "--arg", "value=7e6",
                                 "--broker", broker.url, "--timeout", "10"])
-        assert r.exit_code == 1 and "within [0, 1]" in r.output
+        assert r.exit_code == 1 and "less than or equal to 1000000" in r.output
         r = runner.invoke(app, ["fleet", "command", "reboot", "--devices", "cam1", "--broker", broker.url])
         assert r.exit_code == 2 and "unknown command" in r.output
     finally:

@@ -176,6 +176,9 @@ def _print_results(results: list, title: str) -> None:
         detail = r.detail if isinstance(r.detail, str) else json.dumps(r.detail)
         table.add_row(r.device_id, "[green]yes[/]" if r.ok else "[red]NO[/]", f"{r.seconds:.1f}", detail)
     Console().print(table)
+    for r in results:  # in full, whatever the terminal width
+        if not r.ok:
+            typer.echo(f"FAILED {r.device_id}: {r.detail}", err=True)
 
 
 @fleet_app.command()
@@ -189,7 +192,7 @@ def deploy(
     batch: int | None = typer.Option(None, help="After the canary, update this many at a time (default: all)."),
     timeout: float = typer.Option(120.0, help="Seconds to wait for each wave's answers."),
     via: str = typer.Option("serve", help="serve: this host serves the bundle over HTTP; url: devices fetch "
-                            "--url; path: devices read it from a shared path."),
+                            "--url; path: devices read it from a shared path; mqtt: chunks through the broker."),
     url: str | None = typer.Option(None, help="The bundle's URL, with --via url."),
     http_host: str | None = typer.Option(None, help="Address devices reach this host on (--via serve)."),
     http_port: int = typer.Option(0, help="Port for --via serve (0: any free port)."),

@@ -79,42 +79,60 @@ class CommandSession:
             self._cond.notify_all()
 
     def send(self, device_id: str, command: str, args: dict[str, Any] | None = None) -> str:
+        """Publish one command with a fresh request id (args must not carry their own)."""
         request_id = uuid.uuid4().hex
-        body = {"schema": 1, "request_id": request_id, **(args or {})}
-        info = self.client.publish(command_topic(self.broker.prefix, device_id, command), json.dumps(body), qos=1)
-        info.wait_for_publish(10)
+        self.send_payload(device_id, command, {"schema": 1, **(args or {}), "request_id": request_id})
         return request_id
 
-    def wait(self, pending: dict[str, str], command: str, timeout: float) -> list[CommandResult]:
-        """pending: device id -> request id. Returns one result per device (unanswered ones after timeout)."""
+    def send_payload(self, device_id: str, command: str, payload: dict[str, Any]) -> None:
+        info = self.client.publish(command_topic(self.broker.prefix, device_id, command), json.dumps(payload),
+                                   qos=1)
+        info.wait_for_publish(30)
+
+    def wait(self, pending: dict[str, str | list[str]], command: str, timeout: float) -> list[CommandResult]:
+        """pending: device id -> request id(s). A device is done when all its requests are answered or one
+        failed. Returns one result per device; those without an answer fail after `timeout`."""
         start = time.monotonic()
         deadline = start + timeout
+        wanted = {d: [r] if isinstance(r, str) else list(r) for d, r in pending.items()}
         done: dict[str, CommandResult] = {}
         with self._cond:
             while True:
-                for device, rid in pending.items():
-                    payload = self._results.get(f"{device}/{rid}")
-                    if device not in done and payload is not None:
-                        ok = bool(payload.get("ok"))
-                        done[device] = CommandResult(
-                            device, rid, command, ok, payload.get("result") if ok else payload.get("error"),
-                            seconds=time.monotonic() - start)
+                for device, rids in wanted.items():
+                    if device in done:
+                        continue
+                    answers = [self._results.get(f"{device}/{rid}") for rid in rids]
+                    failed = next((a for a in answers if a is not None and not a.get("ok")), None)
+                    if failed is not None or all(a is not None for a in answers):
+                        last = failed or answers[-1]
+                        ok = failed is None
+                        done[device] = CommandResult(device, str(last.get("request_id")), command, ok,
+                                                     last.get("result") if ok else last.get("error"),
+                                                     seconds=time.monotonic() - start)
                 remaining = deadline - time.monotonic()
-                if len(done) == len(pending) or remaining <= 0:
+                if len(done) == len(wanted) or remaining <= 0:
                     break
                 self._cond.wait(remaining)
-        for device, rid in pending.items():
+        for device, rids in wanted.items():
             if device not in done:
-                done[device] = CommandResult(device, rid, command, False, f"no answer within {timeout:g}s",
+                done[device] = CommandResult(device, rids[-1], command, False, f"no answer within {timeout:g}s",
                                              answered=False, seconds=timeout)
-        return [done[d] for d in pending]
+        return [done[d] for d in wanted]
 
-    def run(self, devices: Sequence[str], command: str, args: dict[str, Any] | None = None,
+    def run(self, devices: Sequence[str], command: str, args: dict[str, Any] | list[dict[str, Any]] | None = None,
             timeout: float = 30.0) -> list[CommandResult]:
-        """Send to all devices at once, then wait for all answers."""
+        """Send to all devices at once, then wait for all answers. `args` may also be a list of complete
+        payloads (each with its request_id) sent in order, like the chunks of an MQTT transfer."""
         if command not in COMMANDS:
             raise EdgetlError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
-        pending = {d: self.send(d, command, args) for d in devices}
+        pending: dict[str, str | list[str]] = {}
+        for d in devices:
+            if isinstance(args, list):
+                for payload in args:
+                    self.send_payload(d, command, payload)
+                pending[d] = [str(p["request_id"]) for p in args]
+            else:
+                pending[d] = self.send(d, command, args)
         return self.wait(pending, command, timeout)
 
 
@@ -143,7 +161,8 @@ def plan_waves(devices: Sequence[str], canary: int, batch: int | None) -> list[l
     return waves
 
 
-def rollout(session: CommandSession, devices: Sequence[str], args: dict[str, Any], canary: int = 1,
+def rollout(session: CommandSession, devices: Sequence[str], args: dict[str, Any] | list[dict[str, Any]],
+            canary: int = 1,
             batch: int | None = None, timeout: float = 120.0,
             on_wave: Callable[[int, list[CommandResult]], None] | None = None) -> RolloutReport:
     """Send `update_model` wave by wave; halt at the first wave with a failure or a silent device."""
@@ -239,9 +258,17 @@ def _local_address() -> str:
             return "127.0.0.1"
 
 
-def update_args(archive: Path, via: str, url: str | None = None) -> dict[str, Any]:
-    """Arguments of `update_model`: where to get the bundle, plus its sha256 and size to check the download."""
-    args: dict[str, Any] = {"sha256": sha256_file(archive), "size": archive.stat().st_size}
+def update_args(archive: Path, via: str, url: str | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+    """Arguments of `update_model`: where to get the bundle plus its sha256 (the device checks both).
+
+    via: `url` (devices download it), `path` (a path the devices can read, e.g. shared storage),
+    `mqtt` (the archive itself, in chunks through the broker: a list of complete payloads).
+    """
+    if via == "mqtt":
+        from edgetl_device.ota import chunk_commands
+
+        return list(chunk_commands(archive))
+    args: dict[str, Any] = {"sha256": sha256_file(archive)}
     if via == "path":
         args["path"] = str(archive.resolve())
     elif via == "url":
@@ -249,7 +276,7 @@ def update_args(archive: Path, via: str, url: str | None = None) -> dict[str, An
             raise EdgetlError("--via url needs the bundle's URL")
         args["url"] = url
     else:
-        raise EdgetlError(f"unknown delivery {via!r}: use serve, url or path")
+        raise EdgetlError(f"unknown delivery {via!r}: use serve, url, path or mqtt")
     return args
 
 

@@ -1,28 +1,29 @@
 """Simulated devices for tests and load tests: the real device reporter, a made-up camera.
 
 Each `SimDevice` reports through `edgetl_device.mqtt.MqttReporter` (outbox, retained status,
-Last Will, telemetry, commands) exactly like a camera would; only the frames are missing. It
-answers commands itself, and `update_model` is real: it downloads the bundle (path or URL),
-checks the sha256, and verifies the signature with `edgetl_device.bundle.extract_bundle`
-against the device's trusted keys, so a bundle that a real device would refuse fails here too.
+Last Will, telemetry, commands) exactly like a camera would; only the frames are missing.
+Commands go through the device's own `edgetl_device.commands.dispatch` with this object as
+the `CommandTarget`, and `update_model` through the real `edgetl_device.ota.ModelUpdater`
+(download, sha256, signature against the device's trusted keys, staging, a health check that
+loads and invokes the TFLite model, rollback): a bundle a real device would refuse fails here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
-import shutil
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-from edgetl_device.bundle import extract_bundle
+import numpy as np
+
+from edgetl_device.commands import dispatch
 from edgetl_device.errors import DeviceError
 from edgetl_device.events import new_event
+from edgetl_device.ota import ModelUpdater
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class SimDevice:
         self.started = time.time()
         self.events_sent = 0
         self._objects = 0
+        self.snapshots = 0
+        self.reloads = 0
+        self.recording: str | None = None
+        self.updater = ModelUpdater(self.workdir / "bundles", self.trusted_keys)
         config = MqttConfig(host=host, port=port, prefix=prefix, telemetry_interval=telemetry_interval,
                             outbox_path=self.workdir / "outbox.sqlite3", outbox_sync=outbox_sync)
         self.reporter = MqttReporter(config, device_id, telemetry_source=self._telemetry)
@@ -84,52 +89,41 @@ class SimDevice:
                 "model_version": self.model_version, "uptime_s": round(time.time() - self.started, 1),
                 "camera_online": True}
 
-    # -- commands -------------------------------------------------------------------------------
+    # -- commands: the device's own dispatch and OTA updater, this object as the CommandTarget ---
     def on_command(self, name: str, raw: bytes) -> None:
-        try:
-            body = json.loads(raw)
-            request_id = body["request_id"]
-        except (ValueError, KeyError, TypeError):
-            log.warning("%s: malformed command %s", self.device_id, name)
-            return
-        try:
-            result = self._handle(name, body)
-            answer = {"request_id": request_id, "command": name, "ok": True, "result": result}
-        except (DeviceError, OSError, ValueError) as exc:
-            answer = {"request_id": request_id, "command": name, "ok": False, "error": str(exc)}
-        self.reporter.publish("cmd_result", answer)
+        dispatch(name, raw, self, self.reporter, self.updater)
 
-    def _handle(self, name: str, body: dict[str, Any]) -> Any:
-        if name == "ping":
-            return {"pong": time.time(), "model_version": self.model_version}
-        if name == "set_threshold":
-            value = float(body["value"])
-            if not 0 <= value <= 1:
-                raise ValueError(f"threshold {value} must be within [0, 1]")
-            self.threshold = value
-            return {"threshold": value}
-        if name == "update_model":
-            return self._update_model(body)
-        if name in ("snapshot", "record", "reload_config"):
-            return {"accepted": name}
-        raise ValueError(f"unknown command {name!r}")
+    def set_threshold(self, value: float) -> None:
+        self.threshold = value
 
-    def _update_model(self, body: dict[str, Any]) -> dict[str, Any]:
-        staging = self.workdir / f"download-{uuid.uuid4().hex[:8]}.tar.gz"
-        if body.get("path"):
-            shutil.copyfile(body["path"], staging)
-        elif body.get("url"):
-            with urllib.request.urlopen(body["url"], timeout=30) as r, open(staging, "wb") as f:  # noqa: S310
-                shutil.copyfileobj(r, f)
-        else:
-            raise ValueError("update_model needs a path or url")
-        try:
-            digest = hashlib.sha256(staging.read_bytes()).hexdigest()
-            if body.get("sha256") and digest != body["sha256"]:
-                raise DeviceError(f"downloaded bundle sha256 {digest[:12]} does not match {body['sha256'][:12]}")
-            bundle = extract_bundle(staging, self.workdir / "models" / uuid.uuid4().hex, self.trusted_keys)
-        finally:
-            staging.unlink(missing_ok=True)
-        self.model_version = bundle.model_version
+    def take_snapshot(self) -> str:
+        import cv2
+
+        self.snapshots += 1
+        path = self.workdir / f"snapshot_{self.snapshots}.jpg"
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        if not cv2.imwrite(str(path), frame):
+            raise DeviceError(f"could not write {path}")
+        return str(path)
+
+    def start_manual_recording(self, duration: float | None) -> str:
+        if self.recording is not None:
+            raise DeviceError("already recording; send record {action: stop} first")
+        self.recording = f"manual-{uuid.uuid4().hex[:8]}"
+        return self.recording
+
+    def stop_manual_recording(self) -> None:
+        self.recording = None
+
+    def reload_config(self) -> None:
+        self.reloads += 1
+
+    def swap_model(self, bundle_dir: Path) -> None:
+        """Called by the OTA updater once the new bundle verified and passed its health check."""
+        manifest = json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))
+        self.model_version = str(manifest.get("model_version", "unknown"))
         self.reporter.publish("status", {"state": "online", "model_version": self.model_version})
-        return {"model_version": self.model_version}
+
+    def status(self) -> dict[str, Any]:
+        return {"device_id": self.device_id, "model_version": self.model_version, "threshold": self.threshold,
+                "uptime_s": round(time.time() - self.started, 1)}
