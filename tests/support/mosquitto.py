@@ -68,6 +68,8 @@ class MosquittoBroker:
             "log_type warning",
             "log_type notice",
             "max_queued_messages 100000",
+            # As root, Mosquitto drops to user `mosquitto`, who cannot read test files in private tmp dirs.
+            *(["user root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
             extra_config,
         ]
         self.config_path.write_text("\n".join(lines) + "\n")
@@ -84,7 +86,15 @@ class MosquittoBroker:
         self.process = subprocess.Popen([self.binary, "-c", str(self.config_path)], stdout=log, stderr=log)
         log.close()
         try:
-            wait_for_port(self.port, timeout)
+            deadline = time.monotonic() + timeout
+            while self.process.poll() is None and time.monotonic() < deadline:
+                try:
+                    wait_for_port(self.port, 0.2)
+                    break
+                except TimeoutError:
+                    continue
+            else:  # exited (bad config) or never listened
+                raise TimeoutError(f"mosquitto exited with {self.process.poll()} or did not listen")
         except TimeoutError as exc:
             self.stop()
             raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text()[-2000:]}") from exc
