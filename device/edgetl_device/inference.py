@@ -81,7 +81,8 @@ class Model:
         except DeviceError as exc:
             if "Edge TPU" in str(exc) or "not found" in str(exc):
                 raise
-            raise DeviceError(f"{' '.join(str(exc).split())} -- the model is broken or needs ops this runtime lacks: re-export it "
+            detail = " ".join(str(exc).split())
+            raise DeviceError(f"{detail} -- the model is broken or needs ops this runtime lacks: re-export it "
                               "or deploy another model") from exc
         details = self.interpreter.get_input_details()
         if len(details) != 1:
@@ -95,8 +96,11 @@ class Model:
         spec = self.manifest.get("input", {}) if isinstance(self.manifest.get("input"), dict) else {}
         crop = spec.get("center_crop", center_crop)
         self.center_crop = None if crop in (None, False, 0) else (1.0 if crop is True else float(crop))
-        self.mean = float(spec.get("mean", input_mean))
-        self.std = float(spec.get("std", input_std))
+        norm = _NORMALIZATIONS.get(str(spec.get("normalization")), (input_mean, input_std))
+        self.mean = float(spec.get("mean", norm[0]))
+        self.std = float(spec.get("std", norm[1]))
+        self._lut = _input_lut(self._input, self.input_dtype, self.mean, self.std) if "normalization" in spec \
+            else None
         self._prob_index, self._embed_index = self._identify_outputs()
         n_classes = int(np.prod(self._outputs[self._prob_index]["shape"]))
         self.labels = labels if labels is not None else [str(i) for i in range(n_classes)]
@@ -117,6 +121,9 @@ class Model:
                 tensor = str(spec.get("tensor_name", "")).lower()
                 if tensor and tensor in names:
                     return names.index(tensor)
+                by_tensor = [i for i, d in enumerate(outs) if d["index"] == spec.get("tensor_index")]
+                if by_tensor:
+                    return by_tensor[0]
                 if isinstance(spec.get("index"), int) and 0 <= spec["index"] < len(outs):
                     return spec["index"]
             hits = [i for i, n in enumerate(names) if keyword in n]
@@ -146,6 +153,8 @@ class Model:
             img = _center_crop(img, self.center_crop)
         img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_AREA)
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # after the resize: fewer pixels to convert
+        if self._lut is not None:  # a manifest-declared normalization that is not the identity: one lookup
+            return cv2.LUT(rgb, self._lut).view(self.input_dtype)[np.newaxis]
         if self.input_dtype == np.uint8:
             return rgb[np.newaxis]
         if self.input_dtype == np.int8:
@@ -172,6 +181,22 @@ class Model:
 
     def classify(self, frame_bgr: np.ndarray, top_k: int = 1, threshold: float = 0.0) -> list[Class]:
         return get_classes(self.run(frame_bgr).probabilities, top_k, threshold)
+
+
+# manifest input.normalization -> (mean, std) so that real = (pixel - mean) / std
+_NORMALIZATIONS = {"raw_0_255": (0.0, 1.0), "0_1": (0.0, 255.0), "minus1_1": (127.5, 127.5)}
+
+
+def _input_lut(detail: dict[str, Any], dtype: np.dtype, mean: float, std: float) -> np.ndarray | None:
+    """A 256-entry pixel -> quantized-byte table, or None when the fast path (raw / xor 0x80) is exact."""
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if dtype not in (np.uint8, np.int8) or not scale:
+        return None
+    info = np.iinfo(dtype)
+    real = (np.arange(256, dtype=np.float64) - mean) / std
+    q = np.clip(np.round(real / scale + zero), info.min, info.max).astype(dtype).view(np.uint8)
+    fast = np.arange(256, dtype=np.uint8) if dtype == np.uint8 else np.arange(256, dtype=np.uint8) ^ 0x80
+    return None if np.array_equal(q, fast) else q
 
 
 def _center_crop(img: np.ndarray, fraction: float) -> np.ndarray:
