@@ -155,7 +155,7 @@ def _fit(model, train_ds, val_ds, epochs: int, patience: int, class_weight, desc
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
                                                        restore_best_weights=True))
     h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-                  callbacks=callbacks, verbose=0)
+                  callbacks=callbacks, verbose=0, shuffle=False)
     keys = list(h.history)
     return [{"phase": phase, **{k: float(h.history[k][i]) for k in keys}} for i in range(len(h.history[keys[0]]))]
 
