@@ -1,0 +1,124 @@
+"""The runtime on the shared vtest.avi: status snapshot, and the CommandTarget methods the MQTT commands call
+(threshold, snapshot, manual recording, swapping in a signed bundle, refusing a bad one)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+
+import cv2
+import pytest
+
+from edgetl_device.config import DeviceConfig
+from edgetl_device.errors import DeviceError
+from edgetl_device.reporting import read_jsonl
+from edgetl_device.runtime import Runtime
+
+
+def vtest_config(shared_data, data_dir, **camera) -> DeviceConfig:
+    models = shared_data / "models"
+    return DeviceConfig.model_validate({
+        "device_id": "cam-vtest",
+        "camera": {"source": str(shared_data / "videos/vtest.avi"), **camera},
+        "model": {"path": models / "mobilenet_v1_0.25_128_quant.tflite", "labels": models / "imagenet_labels.txt",
+                  "num_threads": 1},
+        "decision": {"record_unknown": False},
+        "recording": {"pre_roll": 0.5, "post_roll": 0.5, "cooldown": 0},
+        "storage": {"data_dir": data_dir, "min_free_mb": 1},
+        "runtime": {"status_interval": 0.5},
+    })
+
+
+def test_vtest_as_camera_status_snapshot(shared_data, tmp_path):
+    status = Runtime(vtest_config(shared_data, tmp_path)).run(max_frames=300)
+    assert status["frames_in"] == 300 and status["state"] == "stopped"
+    assert 0 < status["frames_inferred"] <= 300
+    assert status["frames_in"] == status["frames_inferred"] + status["frames_skipped_by_gate"]
+    assert status["fps_out"] > 0 and 0 < status["inference_ms_p50"] <= status["inference_ms_p95"]
+    assert status["disk_free_mb"] > 0 and status["frames_dropped"] == 0
+    saved = json.loads((tmp_path / "status.json").read_text())
+    assert saved["frames_in"] == 300
+    telemetry = read_jsonl(tmp_path / "events.jsonl", "telemetry")
+    assert telemetry and {"fps", "inference_ms_p50", "motion_skip_ratio", "camera_online"} <= telemetry[0].keys()
+
+
+@pytest.fixture
+def running(shared_data, tmp_path):
+    runtime = Runtime(vtest_config(shared_data, tmp_path / "data", paced=True, loop=True))
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while runtime.frames_in < 3:
+        assert time.monotonic() < deadline, "runtime did not start"
+        time.sleep(0.05)
+    yield runtime
+    runtime.stop()
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
+def test_threshold_snapshot_and_manual_recording(running, tmp_path):
+    running.set_threshold(0.25)
+    assert running.decider.threshold == 0.25 and running.status()["unknown_threshold"] == 0.25
+
+    snap = running.take_snapshot()
+    assert cv2.imread(snap).shape == (360, 480, 3)
+
+    object_id = running.start_manual_recording(duration=None)
+    time.sleep(0.8)
+    running.stop_manual_recording()
+    deadline = time.monotonic() + 10
+    while not list((tmp_path / "data/clips").glob("*.json")):
+        assert time.monotonic() < deadline, "manual clip not written"
+        time.sleep(0.1)
+    meta = json.loads(next((tmp_path / "data/clips").glob("*.json")).read_text())
+    assert meta["frames"] >= 8  # 0.8 s at 10 fps + pre/post roll
+    events = read_jsonl(tmp_path / "data/events.jsonl", "event")
+    assert [(e["type"], e["label"]) for e in events if e["object_id"] == object_id] == [("start", "manual"),
+                                                                                       ("end", "manual")]
+
+
+def make_bundle(shared_data, root, keys, version: str):
+    from edgetl.bundle import sign_bundle, write_manifest
+
+    root.mkdir(parents=True)
+    shutil.copy(shared_data / "models/mobilenet_v1_0.25_128_quant.tflite", root / "model.tflite")
+    shutil.copy(shared_data / "models/imagenet_labels.txt", root / "labels.txt")
+    write_manifest(root, {"model_version": version, "outputs": [{"name": "probabilities", "index": 0}]})
+    sign_bundle(root, keys[0])
+    return root
+
+
+def test_swap_model_to_a_signed_bundle_and_refuse_a_tampered_one(shared_data, tmp_path):
+    from edgetl.bundle import generate_keys
+
+    keys = generate_keys(tmp_path / "keys" / "publisher")
+    cfg = vtest_config(shared_data, tmp_path / "data", paced=True, loop=True)
+    cfg.trusted_keys = [keys[1]]
+    runtime = Runtime(cfg)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        while runtime.frames_in < 3:
+            time.sleep(0.05)
+        good = make_bundle(shared_data, tmp_path / "v2", keys, "2.0.0")
+        runtime.swap_model(good)
+        assert runtime.model.model_version == "2.0.0"
+        time.sleep(0.5)
+        assert runtime.frames_in > 3 and runtime.status()["model_version"] == "2.0.0"
+
+        bad = make_bundle(shared_data, tmp_path / "v3", keys, "3.0.0")
+        (bad / "labels.txt").write_text("tampered\n")
+        with pytest.raises(DeviceError):
+            runtime.swap_model(bad)
+        assert runtime.model.model_version == "2.0.0"  # the old model keeps running
+        before = runtime.frames_in
+        time.sleep(0.5)
+        assert runtime.frames_in > before
+    finally:
+        runtime.stop()
+        thread.join(timeout=20)
+    statuses = read_jsonl(tmp_path / "data/events.jsonl", "status")
+    assert any(s.get("model_version") == "2.0.0" for s in statuses)
