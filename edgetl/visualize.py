@@ -334,11 +334,11 @@ def grad_cam(model: Any, image: np.ndarray, class_index: int | None = None, laye
         raise EdgetlError(f"no gradient flows from the output to layer {ref.name}; pick another layer")
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * conv, axis=-1))[0].numpy()
-    if cam.max() > 0:
-        cam = cam / cam.max()
     img = np.asarray(image)
-    heat = np.clip(_resize(cam, img.shape[0], img.shape[1]), 0.0, 1.0)
-    return GradCam(heat, idx, probs_np, ref.name)
+    heat = np.maximum(_resize(cam, img.shape[0], img.shape[1]), 0.0)
+    if heat.max() > 0:  # scaled after upsampling so the hottest displayed pixel is exactly 1
+        heat = heat / heat.max()
+    return GradCam(heat.astype(np.float32), idx, probs_np, ref.name)
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:

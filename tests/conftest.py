@@ -62,3 +62,19 @@ def tiny_export_run(tmp_path_factory) -> Path:
     from tests.support.tiny_export_run import make_run
 
     return make_run(tmp_path_factory.mktemp("tiny_export_run"))
+
+
+@pytest.fixture(scope="session")
+def patch_model():
+    """(model, history): a small nested-backbone CNN trained on the coloured-patch task (Grad-CAM tests)."""
+    from tests.support.patch_task import train_model
+
+    return train_model()
+
+
+@pytest.fixture(scope="session")
+def patch_run(tmp_path_factory, patch_model) -> Path:
+    """A run folder of the patch task (some real val mistakes) for visualisation and report tests."""
+    from tests.support.patch_task import write_run
+
+    return write_run(tmp_path_factory.mktemp("patch_run"), *patch_model)

@@ -1,4 +1,6 @@
-"""`edgetl visualize` (feature maps, Grad-CAM, misclassified sheet) and `edgetl report` (report.html)."""
+"""`edgetl visualize` (feature maps, Grad-CAM, misclassified sheet) and `edgetl report` (report.html).
+
+User errors (EdgetlError) become one line and exit 2 through `edgetl.cli._errors`."""
 
 from __future__ import annotations
 
@@ -10,11 +12,6 @@ import typer
 from edgetl.errors import EdgetlError
 
 log = logging.getLogger(__name__)
-
-
-def _fail(exc: EdgetlError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
 
 
 def _class_index(labels: list[str], chosen: str | None) -> int | None:
@@ -48,42 +45,41 @@ def visualize(
     """Feature maps layer by layer, Grad-CAM of the predicted (or --class) class, misclassified sheet."""
     from edgetl import visualize as viz
 
-    try:
-        names = [n.strip() for item in (layers or []) for n in item.split(",") if n.strip()] or None
-        if backbone:
-            if len(targets) != 1:
-                raise EdgetlError("with --backbone give only IMAGE (no RUN)")
-            if class_name or misclassified:
-                raise EdgetlError("--class/--misclassified need a run's classifier, not a bare backbone")
-            model = viz.build_backbone(backbone, weights, size, alpha)
-            image = viz.load_rgb(targets[0], size)
-            written = viz.save_feature_maps(viz.feature_maps(model, image, names), image, out, max_channels)
+    if misclassified < 0:
+        raise EdgetlError("--misclassified takes a count >= 0")
+    names = [n.strip() for item in (layers or []) for n in item.split(",") if n.strip()] or None
+    if backbone:
+        if len(targets) != 1:
+            raise EdgetlError("with --backbone give only IMAGE (no RUN)")
+        if class_name or misclassified:
+            raise EdgetlError("--class/--misclassified need a run's classifier, not a bare backbone")
+        model = viz.build_backbone(backbone, weights, size, alpha)
+        image = viz.load_rgb(targets[0], size)
+        written = viz.save_feature_maps(viz.feature_maps(model, image, names), image, out, max_channels)
+    else:
+        if misclassified and len(targets) == 1:
+            run_path, image_path = targets[0], None
+        elif len(targets) == 2:
+            run_path, image_path = targets
         else:
-            if misclassified and len(targets) == 1:
-                run_path, image_path = targets[0], None
-            elif len(targets) == 2:
-                run_path, image_path = targets
-            else:
-                raise EdgetlError("give RUN IMAGE (or IMAGE with --backbone, or RUN with --misclassified N)")
-            run = viz.open_run(run_path)
-            model = run.load_model()
-            written = []
-            if image_path is not None:
-                image = viz.load_rgb(image_path, run.size)
-                maps = viz.feature_maps(model, image, names)
-                written += viz.save_feature_maps(maps, image, out, max_channels)
-                cam = viz.grad_cam(model, image, _class_index(run.labels, class_name), gradcam_layer)
-                written.append(viz.save_gradcam(image, cam, run.labels, out / "gradcam.png"))
-                typer.echo(f"predicted {run.labels[int(cam.probabilities.argmax())]} "
-                           f"(p={cam.probabilities.max():.2f}); Grad-CAM of {run.labels[cam.class_index]} "
-                           f"at {cam.layer}")
-            if misclassified:
-                items, total = viz.find_misclassified(model, run, misclassified, progress=True)
-                if items:
-                    written.append(viz.save_contact_sheet(items, out / "misclassified.png"))
-                typer.echo(f"{total} misclassified validation images; showing {len(items)}")
-    except EdgetlError as exc:
-        raise _fail(exc) from None
+            raise EdgetlError("give RUN IMAGE (or IMAGE with --backbone, or RUN with --misclassified N)")
+        run = viz.open_run(run_path)
+        model = run.load_model()
+        written = []
+        if image_path is not None:
+            image = viz.load_rgb(image_path, run.size)
+            maps = viz.feature_maps(model, image, names)
+            written += viz.save_feature_maps(maps, image, out, max_channels)
+            cam = viz.grad_cam(model, image, _class_index(run.labels, class_name), gradcam_layer)
+            written.append(viz.save_gradcam(image, cam, run.labels, out / "gradcam.png"))
+            typer.echo(f"predicted {run.labels[int(cam.probabilities.argmax())]} "
+                       f"(p={cam.probabilities.max():.2f}); Grad-CAM of {run.labels[cam.class_index]} "
+                       f"at {cam.layer}")
+        if misclassified:
+            items, total = viz.find_misclassified(model, run, misclassified, progress=True)
+            if items:
+                written.append(viz.save_contact_sheet(items, out / "misclassified.png"))
+            typer.echo(f"{total} misclassified validation images; showing {len(items)}")
     for p in written:
         typer.echo(str(p))
 
@@ -96,11 +92,7 @@ def report(
     """Self-contained report.html for a run (opens offline; images embedded)."""
     from edgetl.report import write_report
 
-    try:
-        path = write_report(run, out, misclassified=misclassified)
-    except EdgetlError as exc:
-        raise _fail(exc) from None
-    typer.echo(str(path))
+    typer.echo(str(write_report(run, out, misclassified=misclassified)))
 
 
 def register(app: typer.Typer) -> None:

@@ -68,7 +68,7 @@ def build_model():
     return model
 
 
-def train_model(epochs: int = 8):
+def train_model(epochs: int = 4):
     """A model trained on 600 clean images; returns (model, keras History)."""
     data = make_images(600, seed=1)
     val = make_images(90, seed=2)
@@ -85,50 +85,51 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 
 def write_run(root: Path, model, history) -> Path:
-    """A run folder per the trainer's contract from a trained model; metrics from its real predictions."""
+    """A run folder per the trainer's contract, written with the trainer's own helpers (split.csv,
+    metrics schema, plots) from a trained model; metrics come from its real predictions on val."""
+    from PIL import Image
+
+    from edgetl.data import Sample
+    from edgetl.metrics import classification_report
+    from edgetl.plots import plot_confusion_matrix, plot_curves
+    from edgetl.run import write_split_csv
+
     root.mkdir(parents=True, exist_ok=True)
     img_dir = root / "images"
     img_dir.mkdir(exist_ok=True)
-    rows = []
-    for split, n, seed, faint in (("train", 30, 11, 0.0), ("val", 60, 12, 0.35), ("test", 15, 13, 0.0)):
+    splits: dict[str, list] = {}
+    arrays = {}
+    # val has faint patches too, so the model makes some real mistakes for the report to show
+    for split, n, seed, faint in (("train", 30, 11, 0.0), ("val", 48, 12, 0.3), ("test", 12, 13, 0.0)):
         d = make_images(n, seed, faint)
+        arrays[split] = d
+        splits[split] = []
         for i in range(n):
             p = img_dir / f"{split}_{i:03d}_{LABELS[d.labels[i]]}.png"
-            _save_png(d.images[i], p)
-            rows.append((str(p.resolve()), LABELS[d.labels[i]], split))
-    with (root / "split.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "split"])
-        w.writerows(rows)
-    (root / "labels.txt").write_text("\n".join(LABELS) + "\n")
+            Image.fromarray(d.images[i].astype(np.uint8)).save(p)
+            splits[split].append(Sample(p, LABELS[d.labels[i]]))
+    write_split_csv(root / "split.csv", splits)
+    (root / "labels.txt").write_text("".join(c + "\n" for c in LABELS))
     (root / "config.json").write_text(json.dumps({"backbone": "tiny_cnn", "alpha": None, "size": SIZE,
                                                   "weights": None, "seed": 0, "data": "synthetic patches"}))
-    hist = history.history
-    keys = list(hist)
+    rows = [{"phase": "head", **{k: float(v[e]) for k, v in history.history.items()}}
+            for e in range(len(next(iter(history.history.values()))))]
+    keys = ["epoch", "phase"] + sorted({k for row in rows for k in row} - {"phase"})
     with (root / "history.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["epoch", *keys])
-        for e in range(len(hist[keys[0]])):
-            w.writerow([e, *[hist[k][e] for k in keys]])
-
-    from PIL import Image
-
-    val_rows = [r for r in rows if r[2] == "val"]
-    x = np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) for p, _, _ in val_rows])
-    y = np.array([LABELS.index(lab) for _, lab, _ in val_rows])
-    pred = np.asarray(model(x, training=False)).argmax(axis=1)
-    cm = np.zeros((len(LABELS), len(LABELS)), np.int64)
-    for t, p in zip(y, pred, strict=True):
-        cm[t, p] += 1
-    per_class = {}
-    for i, lab in enumerate(LABELS):
-        tp = cm[i, i]
-        prec = tp / max(cm[:, i].sum(), 1)
-        rec = tp / max(cm[i, :].sum(), 1)
-        per_class[lab] = {"precision": float(prec), "recall": float(rec),
-                          "f1": float(2 * prec * rec / max(prec + rec, 1e-12)), "support": int(cm[i].sum())}
-    metrics = {"val_accuracy": float((pred == y).mean()), "per_class": per_class,
-               "confusion_matrix": cm.tolist(), "labels": list(LABELS)}
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for i, row in enumerate(rows, start=1):
+            w.writerow({"epoch": i, **row})
+    metrics: dict = {"labels": list(LABELS)}
+    for split in ("val", "test"):
+        # the images as saved (uint8), exactly what a reader of split.csv gets
+        x = arrays[split].images.astype(np.uint8).astype(np.float32)
+        metrics[split] = classification_report(arrays[split].labels, np.asarray(model(x, training=False)),
+                                                list(LABELS))
+        metrics[f"{split}_accuracy"] = metrics[split]["accuracy"]
+    metrics["per_class"] = metrics["val"]["per_class"]
     (root / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_curves(rows, root / "curves.png")
+    plot_confusion_matrix(np.array(metrics["val"]["confusion_matrix"]), list(LABELS), root / "confusion_matrix.png")
     model.save(root / "model.keras")
     return root
