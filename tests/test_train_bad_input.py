@@ -1,0 +1,132 @@
+"""Bad input to `edgetl train`: clear EdgetlError (CLI: one line, exit 2), or handled and reported."""
+
+from __future__ import annotations
+
+import csv
+import socket
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from edgetl.cli import app
+from edgetl.errors import EdgetlError
+from edgetl.train import train
+from tests.support.runs import make_image_dataset
+
+FAST = dict(size=32, weights="none", epochs=1, fine_tune_epochs=0, augment=False, batch_size=8)
+
+
+def _cli_error(args: list[str]) -> str:
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    return lines[0]
+
+
+def test_odd_images_train_and_broken_ones_are_skipped_and_reported(tmp_path):
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=6, size=48)
+    rgb = np.asarray(Image.open(data / "a" / "a_000.png"))
+    Image.fromarray(rgb).convert("L").save(data / "a" / "gray.png")
+    Image.fromarray(rgb).convert("CMYK").save(data / "a" / "cmyk.jpg")
+    Image.fromarray(rgb).convert("RGBA").save(data / "b" / "alpha.png")
+    Image.fromarray(rgb).convert("P").save(data / "b" / "palette.gif")
+    Image.fromarray(np.full((3000, 4000, 3), 90, np.uint8)).save(data / "b" / "huge.jpg", quality=60)
+    (data / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    result = train(data, tmp_path / "run", val_split=0.3, **FAST)
+    skipped = [s["path"] for s in result.metrics["skipped"]]
+    assert len(skipped) == 1 and skipped[0].endswith("broken.jpg")
+    used = {s.path.name for split in ("train", "val") for s in result.run.samples(split)}
+    assert {"gray.png", "cmyk.jpg", "alpha.png", "palette.gif", "huge.jpg"} <= used
+    assert "broken.jpg" not in used
+
+
+def test_empty_class_folder(tmp_path):
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=4, size=32)
+    (data / "empty").mkdir()
+    with pytest.raises(EdgetlError, match="has no images"):
+        train(data, tmp_path / "run", **FAST)
+    assert "empty has no images" in _cli_error(["train", str(data), "--out", str(tmp_path / "run")])
+
+
+def test_single_class(tmp_path):
+    data = make_image_dataset(tmp_path / "d", ("only",), n=8, size=32)
+    assert "at least 2 classes" in _cli_error(["train", str(data), "--out", str(tmp_path / "run"), "--weights",
+                                               "none"])
+
+
+def test_all_images_of_a_class_unreadable(tmp_path):
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=4, size=32)
+    for p in (data / "b").iterdir():
+        p.write_bytes(b"junk")
+    with pytest.raises(EdgetlError, match="classes"):
+        train(data, tmp_path / "run", **FAST)
+
+
+def test_csv_rows_pointing_at_missing_files(tmp_path):
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "cls"])
+        for p in sorted(data.rglob("*.png")):
+            w.writerow([p.relative_to(tmp_path), p.parent.name])
+        w.writerow(["d/a/vanished.png", "a"])
+    msg = _cli_error(["train", "--csv", str(manifest), "--path-column", "file", "--label-column", "cls",
+                      "--out", str(tmp_path / "run"), "--weights", "none"])
+    assert "missing files" in msg and "vanished.png" in msg
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--backbone", "resnet50"], "unknown backbone"),
+    (["--backbone", "mobilenet_v2", "--alpha", "0.25"], "does not support alpha 0.25"),
+    (["--backbone", "mobilenet_v1", "--alpha", "0.35"], "does not support alpha 0.35"),
+    (["--backbone", "vgg16", "--alpha", "0.5"], "does not support alpha"),
+    (["--size", "16", "--weights", "none"], "--size >= 32"),
+    (["--size", "200"], "ImageNet weights for mobilenet_v2 exist only for sizes"),
+    (["--weights", "/nonexistent/w.h5"], "not found"),
+    (["--strategy", "tpu", "--weights", "none"], "--strategy"),
+])
+def test_unsupported_combinations(tmp_path, args, needle):
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
+    assert needle in _cli_error(["train", str(data), "--out", str(tmp_path / "run"), *args])
+
+
+def test_weights_file_of_another_architecture(tmp_path):
+    import keras
+
+    v1 = keras.applications.MobileNet(input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None)
+    wrong = tmp_path / "mobilenet_v1.weights.h5"
+    v1.save_weights(wrong)
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
+    with pytest.raises(EdgetlError, match="does not fit mobilenet_v2 alpha 0.35"):
+        train(data, tmp_path / "run", **{**FAST, "weights": str(wrong)})
+    with pytest.raises(EdgetlError, match="does not fit mobilenet_v1 alpha 0.5"):
+        train(data, tmp_path / "run", **{**FAST, "backbone": "mobilenet_v1", "alpha": 0.5, "weights": str(wrong)})
+
+
+def test_legacy_h5_of_another_alpha(shared_data, tmp_path):
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
+    w = shared_data / "weights" / "mobilenet_v2_0.35_224_no_top.h5"
+    with pytest.raises(EdgetlError, match="does not fit mobilenet_v2 alpha 1.0"):
+        train(data, tmp_path / "run", **{**FAST, "alpha": 1.0, "weights": str(w)})
+
+
+def _online() -> bool:
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_imagenet_weights_offline_names_weights_path(tmp_path, monkeypatch):
+    if _online():
+        pytest.skip("network reachable: Keras could download the weights")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # an empty cache
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
+    msg = _cli_error(["train", str(data), "--out", str(tmp_path / "run"), "--backbone", "mobilenet_v3_small",
+                      "--alpha", "1.0", "--size", "224"])
+    assert "--weights PATH" in msg
