@@ -68,25 +68,40 @@ def _wait_for(path: Path) -> None:
 
 # ---------------------------------------------------------------------------------- driver
 class Sampler:
-    """Peak RSS and CPU seconds of a process, sampled (CPU read at the last sample before exit)."""
+    """CPU seconds and peak RSS of a process and its children, sampled every half second.
+
+    CPU is the last value seen per process (so it misses at most half a second of a child's end);
+    peak RSS is the largest sum over the process tree at one sample.
+    """
 
     def __init__(self, pid: int) -> None:
         import psutil
 
         self.proc = psutil.Process(pid)
         self.peak_rss = 0
-        self.cpu = 0.0
+        self._cpu: dict[int, float] = {}
+
+    @property
+    def cpu(self) -> float:
+        return sum(self._cpu.values())
 
     def sample(self) -> None:
         import psutil
 
         try:
-            with self.proc.oneshot():
-                self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
-                t = self.proc.cpu_times()
-                self.cpu = t.user + t.system
+            procs = [self.proc, *self.proc.children(recursive=True)]
         except psutil.NoSuchProcess:
-            pass
+            return
+        rss = 0
+        for p in procs:
+            try:
+                with p.oneshot():
+                    rss += p.memory_info().rss
+                    t = p.cpu_times()
+                    self._cpu[p.pid] = t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        self.peak_rss = max(self.peak_rss, rss)
 
 
 def main(argv: list[str] | None = None) -> int:

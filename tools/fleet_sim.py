@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trusted-key", type=Path, action="append", default=[], help="for update_model")
     ap.add_argument("--summary", type=Path, default=None, help="write what was sent here (JSON)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--per-process", type=int, default=50,
+                    help="devices per process (paho uses select(), limited to 1024 file descriptors)")
+    ap.add_argument("--first-id", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.devices > args.per_process:
+        return fan_out(args)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     url = parse_broker_url(args.broker)
     random.seed(args.seed)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edgetl-fleet-sim-"))
-    devices = [SimDevice(f"sim{i:04d}", url.host, url.port, workdir, prefix=args.prefix,
+    devices = [SimDevice(f"sim{args.first_id + i:04d}", url.host, url.port, workdir, prefix=args.prefix,
                          trusted_keys=args.trusted_key, telemetry_interval=args.telemetry_interval)
                for i in range(args.devices)]
     connected = sum(d.wait_connected(30) for d in devices)
@@ -71,6 +77,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sent {sent} events from {len(devices)} devices in {summary['seconds']:.0f}s; "
           f"all acknowledged by the broker: {drained}", file=sys.stderr)
     return 0
+
+
+def fan_out(args: argparse.Namespace) -> int:
+    """Run the fleet as several processes of at most --per-process devices, then merge their summaries."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edgetl-fleet-sim-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for n, first in enumerate(range(0, args.devices, args.per_process)):
+        count = min(args.per_process, args.devices - first)
+        part = workdir / f"summary-{n}.json"
+        cmd = [sys.executable, __file__, "--broker", args.broker, "--devices", str(count), "--prefix", args.prefix,
+               "--telemetry-interval", str(args.telemetry_interval), "--rate", str(args.rate * count / args.devices),
+               "--duration", str(args.duration), "--workdir", str(workdir), "--summary", str(part),
+               "--seed", str(args.seed + n), "--first-id", str(first), "--per-process", str(args.per_process)]
+        for key in args.trusted_key:
+            cmd += ["--trusted-key", str(key)]
+        procs.append((subprocess.Popen(cmd), part))
+    codes = [p.wait() for p, _ in procs]
+    parts = [json.loads(part.read_text()) for _, part in procs if part.exists()]
+    summary = {"devices": sum(p["devices"] for p in parts), "connected": sum(p["connected"] for p in parts),
+               "events_sent": sum(p["events_sent"] for p in parts), "drained": all(p["drained"] for p in parts),
+               "seconds": max((p["seconds"] for p in parts), default=0.0), "processes": len(procs),
+               "per_device": {k: v for p in parts for k, v in p["per_device"].items()}}
+    if args.summary:
+        args.summary.write_text(json.dumps(summary))
+    print(f"{len(procs)} processes: sent {summary['events_sent']} events from {summary['connected']}/"
+          f"{args.devices} connected devices", file=sys.stderr)
+    return max(codes) if len(parts) == len(procs) else 1
 
 
 if __name__ == "__main__":
