@@ -27,23 +27,26 @@ CA = typer.Option(None, "--ca", help="CA certificate (PEM) that signed the broke
 USERNAME = typer.Option(None, "--username", help="Broker user name.")
 PASSWORD = typer.Option(None, "--password", help="Broker password (env EDGETL_BROKER_PASSWORD).",
                         envvar="EDGETL_BROKER_PASSWORD")
+CERT = typer.Option(None, "--cert", help="Client certificate (PEM) when the broker requires one.")
+KEY = typer.Option(None, "--key", help="Private key (PEM) of --cert.")
 PREFIX = typer.Option("edgetl", "--prefix", help="Topic prefix: <prefix>/<device_id>/...")
 DB = typer.Option("fleet.sqlite3", "--db", help="SQLite file (default) or postgresql://user@host/db.")
 TABLE_PREFIX = typer.Option("", "--table-prefix", help="Prefix for the store's table names.")
 
 
-def _broker(url: str, ca: Path | None, username: str | None, password: str | None, prefix: str):
+def _broker(url: str, ca: Path | None, username: str | None, password: str | None, prefix: str,
+            cert: Path | None = None, key: Path | None = None):
     from edgetl.fleet.mqtt import BrokerOptions
     from edgetl.fleet.topics import parse_broker_url
 
     parse_broker_url(url)  # fail early with a clear message
-    return BrokerOptions(url=url, ca=ca, username=username, password=password, prefix=prefix)
+    return BrokerOptions(url=url, ca=ca, username=username, password=password, prefix=prefix, cert=cert, key=key)
 
 
 @fleet_app.command()
 def monitor(
     broker: str = BROKER, ca: Path | None = CA, username: str | None = USERNAME, password: str | None = PASSWORD,
-    prefix: str = PREFIX,
+    prefix: str = PREFIX, cert: Path | None = CERT, key: Path | None = KEY,
     interval: float = typer.Option(10.0, help="Telemetry interval assumed until a device's own is learnt (s)."),
     refresh: float = typer.Option(1.0, help="Seconds between table redraws."),
     duration: float | None = typer.Option(None, help="Stop after this many seconds (default: until Ctrl-C)."),
@@ -57,7 +60,7 @@ def monitor(
     from edgetl.fleet.monitor import FleetState, listen, render_table
     from edgetl.fleet.mqtt import close
 
-    opts = _broker(broker, ca, username, password, prefix)
+    opts = _broker(broker, ca, username, password, prefix, cert, key)
     state = FleetState(default_interval=interval)
     client = listen(opts, state)
     console = Console()
@@ -80,7 +83,8 @@ def monitor(
 @fleet_app.command()
 def record(
     broker: str = BROKER, ca: Path | None = CA, username: str | None = USERNAME, password: str | None = PASSWORD,
-    prefix: str = PREFIX, db: str = DB, table_prefix: str = TABLE_PREFIX,
+    prefix: str = PREFIX, cert: Path | None = CERT, key: Path | None = KEY,
+    db: str = DB, table_prefix: str = TABLE_PREFIX,
     client_id: str = typer.Option("edgetl-fleet-recorder", help="MQTT client id of the persistent session "
                                   "(the broker keeps events for it while the recorder is down)."),
     duration: float | None = typer.Option(None, help="Stop after this many seconds (default: until Ctrl-C)."),
@@ -89,7 +93,7 @@ def record(
     from edgetl.fleet.recorder import Recorder
     from edgetl.fleet.store import open_store
 
-    opts = _broker(broker, ca, username, password, prefix)
+    opts = _broker(broker, ca, username, password, prefix, cert, key)
     store = open_store(db, table_prefix)
     stop = threading.Event()
     try:
@@ -199,7 +203,7 @@ def deploy(
     trusted_key: list[Path] = typer.Option([], "--trusted-key", help="Check the signature with this public "
                                            "key before sending (the devices check it again)."),
     broker: str = BROKER, ca: Path | None = CA, username: str | None = USERNAME, password: str | None = PASSWORD,
-    prefix: str = PREFIX,
+    prefix: str = PREFIX, cert: Path | None = CERT, key: Path | None = KEY,
 ) -> None:
     """Roll a signed bundle out through `cmd/update_model`: canary first, halt on failure."""
     from edgetl.fleet.deploy import (
@@ -213,7 +217,7 @@ def deploy(
     )
 
     ids = resolve_devices(devices, group, groups)
-    opts = _broker(broker, ca, username, password, prefix)
+    opts = _broker(broker, ca, username, password, prefix, cert, key)
     archive = bundle_archive(bundle, staging_dir())
     if trusted_key:
         from edgetl.bundle import verify
@@ -253,14 +257,14 @@ def command(
                                   "can be), repeatable, e.g. --arg value=0.7."),
     timeout: float = typer.Option(30.0, help="Seconds to wait for the answers."),
     broker: str = BROKER, ca: Path | None = CA, username: str | None = USERNAME, password: str | None = PASSWORD,
-    prefix: str = PREFIX,
+    prefix: str = PREFIX, cert: Path | None = CERT, key: Path | None = KEY,
 ) -> None:
     """Send a command to devices and print each answer (exit 1 if any failed or stayed silent)."""
     from edgetl.fleet.deploy import CommandSession, resolve_devices
 
     ids = resolve_devices(devices, group, groups)
     args = parse_args(arg)
-    with CommandSession(_broker(broker, ca, username, password, prefix)) as session:
+    with CommandSession(_broker(broker, ca, username, password, prefix, cert, key)) as session:
         results = session.run(ids, name, args, timeout)
     _print_results(results, f"{name} on {len(ids)} device(s)")
     if not all(r.ok for r in results):

@@ -25,6 +25,8 @@ class BrokerOptions:
     username: str | None = None
     password: str | None = None
     prefix: str = "edgetl"
+    cert: Path | None = None  # client certificate (PEM) for brokers that require one (mutual TLS)
+    key: Path | None = None
 
 
 def connect(opts: BrokerOptions, client_id: str | None = None, clean_session: bool = True,
@@ -50,10 +52,17 @@ def connect(opts: BrokerOptions, client_id: str | None = None, clean_session: bo
     password = opts.password or url.password
     if username:
         client.username_pw_set(username, password)
-    if url.tls or opts.ca:
-        if opts.ca and not Path(opts.ca).is_file():
-            raise EdgetlError(f"CA file {opts.ca} not found: give the PEM that signed the broker's certificate")
-        client.tls_set(ca_certs=str(opts.ca) if opts.ca else None, cert_reqs=ssl.CERT_REQUIRED)
+    if url.tls or opts.ca or opts.cert:
+        for what, path in (("CA file", opts.ca), ("client certificate", opts.cert), ("client key", opts.key)):
+            if path and not Path(path).is_file():
+                raise EdgetlError(f"{what} {path} not found: give the PEM file's path")
+        if (opts.cert is None) != (opts.key is None):
+            raise EdgetlError("--cert and --key go together; give both or neither")
+        try:
+            client.tls_set(ca_certs=str(opts.ca) if opts.ca else None, certfile=str(opts.cert) if opts.cert else None,
+                           keyfile=str(opts.key) if opts.key else None, cert_reqs=ssl.CERT_REQUIRED)
+        except (OSError, ValueError) as exc:
+            raise EdgetlError(f"cannot load the TLS certificates: {exc}") from exc
     connected = threading.Event()
     result: dict[str, object] = {}
 

@@ -33,7 +33,7 @@ LABELS = ("person", "car", "dog", "bicycle", "ship")
 class SimDevice:
     def __init__(self, device_id: str, host: str, port: int, workdir: Path, prefix: str = "edgetl",
                  trusted_keys: list[Path] | None = None, telemetry_interval: float = 10.0,
-                 model_version: str = "1.0.0", outbox_sync: str = "normal") -> None:
+                 model_version: str = "1.0.0", outbox_sync: str = "normal", **mqtt: Any) -> None:
         from edgetl_device.config import MqttConfig
         from edgetl_device.mqtt import MqttReporter
 
@@ -52,7 +52,8 @@ class SimDevice:
         self.recording: str | None = None
         self.updater = ModelUpdater(self.workdir / "bundles", self.trusted_keys)
         config = MqttConfig(host=host, port=port, prefix=prefix, telemetry_interval=telemetry_interval,
-                            outbox_path=self.workdir / "outbox.sqlite3", outbox_sync=outbox_sync)
+                            outbox_path=self.workdir / "outbox.sqlite3", outbox_sync=outbox_sync,
+                            **mqtt)  # tls, username, password, ...
         self.reporter = MqttReporter(config, device_id, telemetry_source=self._telemetry)
         self.reporter.model_version = model_version  # announced in the retained status on connect
         self.reporter.subscribe(self.on_command)
