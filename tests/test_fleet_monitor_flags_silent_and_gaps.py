@@ -102,3 +102,18 @@ def test_clean_stop_shows_stopped(broker, tmp_path):
         assert state.devices["cam9"].state == "stopped"
     finally:
         close(client)
+
+
+def test_monitor_cli_prints_the_table_once(broker, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgetl.cli import app
+
+    cam = SimDevice("cam7", "127.0.0.1", broker.port, tmp_path, model_version="3.3.3")
+    try:
+        assert cam.wait_connected(10)
+        r = CliRunner().invoke(app, ["fleet", "monitor", "--broker", broker.url, "--once", "--duration", "1"])
+        assert r.exit_code == 0, r.output
+        assert "cam7" in r.output and "3.3.3" in r.output and "1 online" in r.output
+    finally:
+        cam.stop()

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 import time
 
 import paho.mqtt.client as mqtt
+import pytest
 from typer.testing import CliRunner
 
 from edgetl.cli import app
+from edgetl.errors import EdgetlError
 from edgetl.fleet.mqtt import BrokerOptions
 from edgetl.fleet.recorder import Recorder
 from edgetl.fleet.sim import SimDevice
 from edgetl.fleet.store import open_store
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _wait(predicate, timeout: float = 10.0) -> bool:
@@ -92,6 +97,47 @@ def test_recorder_gets_events_sent_while_it_was_down(broker, tmp_path):
             assert rec.wait_idle()
     finally:
         cam.stop()
+        store.close()
+
+
+def test_record_cli_runs_for_a_duration(broker, tmp_path):
+    db = tmp_path / "fleet.sqlite3"
+    cam = SimDevice("cam1", "127.0.0.1", broker.port, tmp_path / "devices")
+    try:
+        assert cam.wait_connected(10)
+        cam.emit_event()  # published before the recorder ever subscribed: not stored (no session yet)
+        assert cam.reporter.wait_drained(10)
+        timer = threading.Timer(1.0, cam.emit_event)
+        timer.start()
+        r = CliRunner().invoke(app, ["fleet", "record", "--broker", broker.url, "--db", str(db), "--duration", "3",
+                                     "--keep-telemetry", "7d"])
+        timer.join()
+        assert r.exit_code == 0, r.output
+        assert "stored 1 new events (0 duplicates), 1 status" in r.output
+    finally:
+        cam.stop()
+
+
+def test_recorder_into_postgresql(broker, tmp_path):
+    import uuid
+
+    try:
+        store = open_store(PG_URL, prefix=f"t{uuid.uuid4().hex[:10]}_")
+    except EdgetlError as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    cam = SimDevice("cam1", "127.0.0.1", broker.port, tmp_path / "devices", telemetry_interval=0.3)
+    try:
+        with Recorder(store, BrokerOptions(url=broker.url), client_id="rec-pg") as rec:
+            assert cam.wait_connected(10)
+            sent = [cam.emit_event() for _ in range(5)]
+            assert _wait(lambda: store.count_events() == 5 and rec.stats.totals.telemetry >= 1)
+            assert rec.wait_idle()
+        assert [e["seq"] for e in store.events(device="cam1")] == [1, 2, 3, 4, 5]
+        assert {e["event_id"] for e in store.events()} == {e["event_id"] for e in sent}
+        assert store.devices()[0]["state"] == "online"
+    finally:
+        cam.stop()
+        store.drop()
         store.close()
 
 

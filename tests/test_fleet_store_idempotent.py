@@ -93,6 +93,14 @@ def test_status_and_telemetry_update_device_state(store):
     assert [t["fps"] for t in store.telemetry("cam1")] == [12.5]
 
 
+def test_old_telemetry_is_pruned_events_are_kept(store):
+    store.write_batch([Message("cam1", "telemetry", {"time": t, "fps": 10.0}, t) for t in (100.0, 200.0, 300.0)])
+    store.write_batch([_event("cam1", 1, t=50.0)])
+    assert store.prune_telemetry(before=250.0) == 2
+    assert [t["time"] for t in store.telemetry("cam1")] == [300.0]
+    assert store.count_events() == 1
+
+
 def test_malformed_messages_are_rejected_not_stored(store):
     bad = Message("cam1", "events", {"label": "ship"}, time.time())  # no event_id
     result = store.write_batch([bad, _event("cam1", 1)])

@@ -87,17 +87,25 @@ def record(
     db: str = DB, table_prefix: str = TABLE_PREFIX,
     client_id: str = typer.Option("edgetl-fleet-recorder", help="MQTT client id of the persistent session "
                                   "(the broker keeps events for it while the recorder is down)."),
+    keep_telemetry: str | None = typer.Option(None, help="Drop telemetry older than this age (e.g. 7d); "
+                                              "events and status changes are kept. Default: keep all."),
     duration: float | None = typer.Option(None, help="Stop after this many seconds (default: until Ctrl-C)."),
 ) -> None:
     """Store every event, status change, telemetry message and command result (idempotent by event id)."""
     from edgetl.fleet.recorder import Recorder
-    from edgetl.fleet.store import open_store
+    from edgetl.fleet.store import open_store, parse_time
 
     opts = _broker(broker, ca, username, password, prefix, cert, key)
+    keep = None
+    if keep_telemetry:
+        now = time.time()
+        keep = now - parse_time(keep_telemetry, now)
+        if keep <= 0:
+            raise EdgetlError(f"--keep-telemetry {keep_telemetry!r}: give an age such as 12h or 7d")
     store = open_store(db, table_prefix)
     stop = threading.Event()
     try:
-        with Recorder(store, opts, client_id=client_id) as rec:
+        with Recorder(store, opts, client_id=client_id, keep_telemetry=keep) as rec:
             typer.echo(f"recording {opts.url} ({prefix}/+/...) into {db}; Ctrl-C to stop", err=True)
             try:
                 stop.wait(duration)

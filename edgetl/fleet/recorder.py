@@ -36,13 +36,16 @@ class Recorder:
     """Run with `start()`/`stop()` (or as a context manager); `stats` counts what was stored."""
 
     def __init__(self, store: EventStore, broker: fleet_mqtt.BrokerOptions,
-                 client_id: str = "edgetl-fleet-recorder", batch_seconds: float = 0.2,
-                 batch_max: int = 500) -> None:
+                 client_id: str = "edgetl-fleet-recorder", batch_seconds: float = 0.1,
+                 batch_max: int = 500, keep_telemetry: float | None = None) -> None:
         self.store = store
         self.broker = broker
         self.client_id = client_id
         self.batch_seconds = batch_seconds
         self.batch_max = batch_max
+        self.keep_telemetry = keep_telemetry  # seconds of telemetry to keep; None keeps all
+        self._next_prune = 0.0
+        self._stopping = threading.Event()
         self.stats = RecorderStats()
         self._queue: queue.Queue[tuple[Message, int, int] | None] = queue.Queue()
         self._client: mqtt.Client | None = None
@@ -61,6 +64,7 @@ class Recorder:
         """Commit and acknowledge what arrived, disconnect, then let the writer finish."""
         if self._client is not None:
             self.wait_idle(5.0)
+            self._stopping.set()
             fleet_mqtt.close(self._client)
             self._client = None
         if self._writer is not None:
@@ -112,12 +116,39 @@ class Recorder:
             items = [b for b in batch if b is not None]
             try:
                 if items:
-                    self._commit(items)
-            except Exception:
-                log.exception("store write failed; the broker will redeliver these unacknowledged messages")
+                    self._commit_with_retry(items)
+                self._maybe_prune()
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    def _commit_with_retry(self, items: list[tuple[Message, int, int]]) -> None:
+        """Retry until the store takes the batch: nothing is acknowledged before it is stored, and the broker
+        holds back further QoS 1 messages meanwhile (its in-flight window), so memory stays bounded."""
+        delay = 0.5
+        while True:
+            try:
+                self._commit(items)
+                return
+            except Exception as exc:
+                if self._stopping.is_set():
+                    log.error("store write failed while stopping (%s); %d messages stay unacknowledged and the "
+                              "broker sends them again to this session", exc, len(items))
+                    return
+                log.error("store write failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _maybe_prune(self) -> None:
+        if self.keep_telemetry is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + 600
+        try:
+            gone = self.store.prune_telemetry(time.time() - self.keep_telemetry)
+            if gone:
+                log.info("pruned %d telemetry rows older than %.0fs", gone, self.keep_telemetry)
+        except Exception:
+            log.exception("telemetry pruning failed; will try again")
 
     def _commit(self, items: list[tuple[Message, int, int]]) -> None:
         result = self.store.write_batch(m for m, _, _ in items)

@@ -204,6 +204,18 @@ class EventStore:
             f"model_version = COALESCE(excluded.model_version, {p}devices.model_version)"),
             (msg.device_id, msg.received_at, events, seq, telemetry, model_version))
 
+    def prune_telemetry(self, before: float) -> int:
+        """Delete telemetry received before `before` (unix time); returns how many rows went.
+
+        Telemetry is the bulk of the store (200 devices every 5 s is 3.5 M rows a day); events
+        and status changes are kept.
+        """
+        with self._lock:
+            cur = self.conn.cursor()
+            cur.execute(self._sql(f"DELETE FROM {self.p}telemetry WHERE received_at < ?"), [before])
+            self.conn.commit()
+            return max(cur.rowcount, 0)
+
     # -- reads --------------------------------------------------------------------------------------
     def events(self, device: str | None = None, since: float | None = None, until: float | None = None,
                label: str | None = None, unknown: bool | None = None, limit: int | None = 1000,
