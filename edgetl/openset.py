@@ -344,25 +344,263 @@ def plot_scores(known: np.ndarray, unknown: np.ndarray, threshold: float | None,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    known, unknown = np.asarray(known, np.float64), np.asarray(unknown, np.float64)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     bins = np.histogram_bin_edges(np.concatenate([known, unknown]), bins=40)
     ax1.hist(known, bins=bins, alpha=0.6, density=True, label=f"known (n={len(known)})")
-    ax1.hist(unknown, bins=bins, alpha=0.6, density=True, label=f"unknown (n={len(unknown)})")
+    if len(unknown):
+        ax1.hist(unknown, bins=bins, alpha=0.6, density=True, label=f"unknown (n={len(unknown)})")
     if threshold is not None:
         ax1.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3g}")
     ax1.set_xlabel("score (higher = more unknown)")
     ax1.set_ylabel("density")
     ax1.legend()
-    fa, det = roc_curve(np.asarray(known), np.asarray(unknown))
-    ax2.plot(fa, det, label=f"AUROC {auroc(known, unknown):.3f}")
+    fa, det = roc_curve(known, unknown) if len(unknown) else (np.array([0.0]), np.array([0.0]))
+    ax2.plot(fa, det, label=f"AUROC {auroc(known, unknown):.3f}" if len(unknown) else "no unknowns given")
     ax2.plot([0, 1], [0, 1], color="grey", ls=":")
-    if threshold is not None:
+    if threshold is not None and len(unknown):
         ax2.plot([false_alarm_rate(known, threshold)], [detection_rate(unknown, threshold)], "ko",
                  label="chosen threshold")
     ax2.set_xlabel("false-alarm rate (known flagged)")
     ax2.set_ylabel("detection rate (unknown flagged)")
     ax2.legend(loc="lower right")
     fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- runs (TensorFlow lazily)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def image_paths(folder: str | Path) -> list[Path]:
+    """Every image under `folder` (recursive), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EdgetlError(f"image folder {folder} does not exist; give a folder of images")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise EdgetlError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
+    return paths
+
+
+class Embedder:
+    """(probabilities, L2-normalised embeddings) for image files, from a run's Keras model or a TFLite file.
+
+    With a TFLite file (the model the device runs) the threshold is calibrated on exactly the
+    numbers the device will see; the pixels go through `edgetl.data.load_image` in both cases.
+    """
+
+    def __init__(self, run: Any, tflite: str | Path | None = None) -> None:
+        self.run, self.tflite = run, Path(tflite) if tflite else None
+        if self.tflite is not None and not self.tflite.is_file():
+            raise EdgetlError(f"TFLite model {self.tflite} not found; run `edgetl export RUN` first or drop --tflite")
+        self._keras = None
+
+    @property
+    def source(self) -> str:
+        return str(self.tflite) if self.tflite else f"{self.run.path / 'model.keras'}"
+
+    def __call__(self, paths: Sequence[Path], desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
+        from edgetl.data import load_images
+
+        if not paths:
+            return np.zeros((0, len(self.run.labels)), np.float32), np.zeros((0, 0), np.float32)
+        images, ok, failed = load_images(list(paths), self.run.size, desc=desc)
+        if failed:
+            raise EdgetlError(f"{len(failed)} unreadable images, e.g. {failed[0][1]}; remove or fix them")
+        if self.tflite is not None:
+            from edgetl.export import predict_tflite
+
+            probs, emb = predict_tflite(self.tflite, images, len(self.run.labels), desc=desc)
+        else:
+            if self._keras is None:
+                self._keras = self.run.embedding_model()
+            probs, emb = self._keras.predict(images.astype(np.float32), batch_size=32, verbose=0)
+        return np.asarray(probs, np.float32), l2_normalise(np.asarray(emb, np.float32))
+
+
+def _split(run: Any, embedder: Embedder, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    samples = run.samples(split)
+    index = {c: i for i, c in enumerate(run.labels)}
+    probs, emb = embedder([s.path for s in samples], desc=f"{split} images")
+    return probs, emb, np.array([index[s.label] for s in samples], int)
+
+
+@dataclass
+class RunData:
+    train: FitData
+    val: tuple[np.ndarray, np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    outliers: tuple[np.ndarray, np.ndarray] | None = None  # (probs, embeddings) of the user's outlier images
+
+
+def load_run_data(run: Any, embedder: Embedder, outliers: str | Path | None = None,
+                  options: dict[str, Any] | None = None) -> RunData:
+    tr = _split(run, embedder, "train")
+    if len(tr[2]) == 0:
+        raise EdgetlError(f"{run.path} has no training samples in split.csv; re-run `edgetl train`")
+    va = _split(run, embedder, "val")
+    if len(va[2]) == 0:
+        raise EdgetlError(f"{run.path} has no validation split to calibrate the threshold on; "
+                          "re-train with --val-split > 0")
+    te = _split(run, embedder, "test") if run.samples("test") else None
+    out = embedder(image_paths(outliers), desc="outlier images") if outliers else None
+    fit = FitData(tr[0], tr[1], tr[2], len(run.labels), None if out is None else out[1], dict(options or {}))
+    return RunData(fit, va, te, out)
+
+
+def fit_run(run_path: str | Path, scorer: str = "auto", target_false_alarm: float = DEFAULT_FALSE_ALARM,
+            tflite: str | Path | None = None, outliers: str | Path | None = None, bundle: str | Path | None = None,
+            options: dict[str, Any] | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """`edgetl openset fit`: fit `scorer` (or pick one), calibrate, write RUN/openset/ (and a bundle)."""
+    from edgetl.run import Run
+
+    run = Run(run_path)
+    if scorer != "auto" and scorer not in SCORER_NAMES:
+        raise EdgetlError(f"unknown scorer {scorer!r}; choose auto or one of {', '.join(SCORER_NAMES)}")
+    embedder = Embedder(run, tflite)
+    data = load_run_data(run, embedder, outliers, options)
+    vp, ve, vy = data.val
+    choice: dict[str, float] = {}
+    # outliers the user gave are the best stand-in for unknowns when choosing the scorer
+    unk = data.outliers if data.outliers is not None and len(data.outliers[1]) >= 10 else None
+    if scorer == "auto":
+        scorer, choice = choose_scorer(data.train, vp, ve, vy, unknown=unk)
+    fitted = fit_scorer(scorer, data.train, calib=(vp, ve))
+    val_scores = fitted.score_batch(vp, ve)
+    threshold = calibrate_threshold(val_scores, target_false_alarm)
+    extra = {"embeddings": "tflite" if tflite else "keras", "val_false_alarm": false_alarm_rate(val_scores, threshold),
+             "n_val": int(len(vy))}
+    if choice:
+        extra["auto_loco_auroc" if unk is None else "auto_outlier_auroc"] = {k: round(v, 4) for k, v in choice.items()}
+    out_dir = Path(out) if out else run.path / "openset"
+    if data.outliers is not None and len(data.outliers[1]):
+        outlier_scores = fitted.score_batch(*data.outliers)
+        extra["outlier_detection"] = detection_rate(outlier_scores, threshold)
+        plot_scores(val_scores, outlier_scores, threshold, f"{fitted.name}: validation known vs outliers",
+                    out_dir / "fit_scores.png")
+    else:
+        plot_scores(val_scores, np.array([]), threshold, f"{fitted.name}: validation known", out_dir / "fit_scores.png")
+    doc, arrays = scorer_params(fitted, threshold, target_false_alarm, extra)
+    save_openset(out_dir, doc, arrays)
+    log.info("openset: %s, threshold %.4g (%.1f%% of %d validation frames flagged) -> %s", fitted.name, threshold,
+             100 * extra["val_false_alarm"], len(vy), out_dir)
+    if bundle:
+        write_to_bundle(bundle, doc, arrays)
+    return doc
+
+
+def write_to_bundle(bundle_dir: str | Path, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Put the scorer into an exported bundle folder and re-hash its manifest (signature must be redone)."""
+    from edgetl.bundle import refresh_manifest
+
+    bundle_dir = Path(bundle_dir)
+    if not (bundle_dir / "manifest.json").is_file():
+        raise EdgetlError(f"{bundle_dir} is not a bundle folder (no manifest.json); run `edgetl export` first")
+    save_npz(bundle_dir / doc.get("file", "openset.npz"), arrays)
+    refresh_manifest(bundle_dir, unknown=doc)
+    log.info("wrote the open-set scorer into %s; sign the bundle again (`edgetl bundle sign`)", bundle_dir)
+
+
+def _known_eval(data: RunData) -> tuple[np.ndarray, np.ndarray, str]:
+    if data.test is not None and len(data.test[2]):
+        return data.test[0], data.test[1], "test"
+    return data.val[0], data.val[1], "val"
+
+
+def evaluate_run(run_path: str | Path, unknown_dir: str | Path, scorer: str | None = None,
+                 target_false_alarm: float = DEFAULT_FALSE_ALARM, tflite: str | Path | None = None,
+                 options: dict[str, Any] | None = None, out: str | Path | None = None) -> list[dict[str, Any]]:
+    """`edgetl openset evaluate`: known (test split, else val) vs the images in `unknown_dir`.
+
+    scorer None: the one `edgetl openset fit` saved (fits auto when none is saved); a name: fit it now;
+    "auto": pick on validation (leave-one-class-out); "all": every scorer, one row each.
+    """
+    from edgetl.run import Run
+
+    run = Run(run_path)
+    unknown_paths = image_paths(unknown_dir)
+    embedder = Embedder(run, tflite)
+    data = load_run_data(run, embedder, None, options)
+    kp, ke, where = _known_eval(data)
+    up, ue = embedder(unknown_paths, desc="unknown images")
+    vp, ve, vy = data.val
+    out_dir = Path(out) if out else run.path / "openset"
+    saved = out_dir / "openset.json"
+    rows: list[dict[str, Any]] = []
+    if scorer is None and saved.is_file():
+        doc, fitted = load_openset(out_dir)
+        plans = [(fitted, float(doc["threshold"]), "saved")]
+    else:
+        names = list(AUTO_CANDIDATES) if scorer == "all" else [scorer or "auto"]
+        if names == ["auto"]:
+            names = [choose_scorer(data.train, vp, ve, vy)[0]]
+        plans = []
+        for name in names:
+            if name not in SCORER_NAMES:
+                raise EdgetlError(f"unknown scorer {name!r}; choose auto, all or one of {', '.join(SCORER_NAMES)}")
+            fitted = fit_scorer(name, data.train, calib=(vp, ve))
+            plans.append((fitted, calibrate_threshold(fitted.score_batch(vp, ve), target_false_alarm), "fitted now"))
+    for fitted, threshold, how in plans:
+        ks, us = fitted.score_batch(kp, ke), fitted.score_batch(up, ue)
+        png = plot_scores(ks, us, threshold, f"{fitted.name}: {where} known (n={len(ks)}) vs {Path(unknown_dir).name}",
+                          out_dir / f"evaluate_{fitted.name}.png")
+        rows.append({"scorer": fitted.name, "source": how, "known_split": where, "n_known": int(len(ks)),
+                     "n_unknown": int(len(us)), "auroc": auroc(ks, us), "fpr95": fpr_at_tpr(ks, us),
+                     "threshold": threshold, "false_alarm": false_alarm_rate(ks, threshold),
+                     "detection": detection_rate(us, threshold), "plot": str(png), "embeddings": embedder.source})
+    (out_dir / "evaluate.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def loco_run(run_path: str | Path, scorers: Sequence[str] = AUTO_CANDIDATES, tflite: str | Path | None = None,
+             options: dict[str, Any] | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """`edgetl openset loco`: each class in turn plays the unknown (no unknown data needed).
+
+    The run's backbone saw every class in training, so its embeddings are not retrained per fold:
+    only the softmax head and the scorers are refitted without the held-out class. That makes this an
+    optimistic-to-fair estimate for near unknowns; `tools/bench_openset.py` shows the frozen-backbone one.
+    """
+    from edgetl.run import Run
+
+    run = Run(run_path)
+    data = load_run_data(run, Embedder(run, tflite), None, options)
+    kp, ke, where = _known_eval(data)
+    ky = data.test[2] if where == "test" else data.val[2]
+    res = leave_one_class_out(list(scorers), data.train, kp, ke, ky, retrain_head=True)
+    summary = {name: {"mean_auroc": float(np.mean([r["auroc"] for r in rows])),
+                      "mean_fpr95": float(np.mean([r["fpr95"] for r in rows])),
+                      "per_class": {run.labels[r["held"]]: round(r["auroc"], 4) for r in rows}}
+               for name, rows in res.items() if rows}
+    out_dir = Path(out) if out else run.path / "openset"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "loco.json").write_text(json.dumps({"split": where, "scorers": summary}, indent=2) + "\n")
+    plot_loco(summary, run.labels, out_dir / "loco.png")
+    return {"split": where, "scorers": summary}
+
+
+def plot_loco(summary: dict[str, Any], labels: list[str], path: Path) -> Path:
+    """Per held-out class AUROC, one group of bars per scorer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 4))
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        vals = [summary[name]["per_class"].get(c, np.nan) for c in labels]
+        ax.bar(np.arange(len(labels)) + i * width, vals, width, label=f"{name} ({summary[name]['mean_auroc']:.2f})")
+    ax.axhline(0.5, color="grey", ls=":")
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right")
+    ax.set_ylabel("AUROC (held-out class as unknown)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
