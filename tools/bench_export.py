@@ -1,0 +1,112 @@
+"""Export benchmark: float32 vs int8 (and float16/dynamic) TFLite for the trainer's real runs.
+
+    python tools/bench_export.py                       # trains hymenoptera + find-the-ship, then exports
+    python tools/bench_export.py --runs-dir DIR        # reuse/keep run folders in DIR (DIR/<name>/run)
+    python tools/bench_export.py --only hymenoptera --threads 2
+
+Per run and mode: conversion time, file size (and ratio to float32), accuracy of the .tflite on the
+run's validation split vs the Keras float model (drop in points), and invoke latency p50/p90 through
+edgetl_device.interpreter (XNNPACK, same thread count for every mode), each model benchmarked in a fresh
+process so peak RSS is its own. Targets: int8 drop <= 1.0 point, int8 size <= 0.30x float32, int8 p50
+at least 2x faster than float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = ("float32", "float16", "dynamic", "int8")
+COMMON = dict(backbone="mobilenet_v2", alpha=0.35, size=224, cache_embeddings=True, augment=True, epochs=30,
+              patience=5, learning_rate=1e-3, fine_tune_blocks=2, fine_tune_epochs=3,
+              fine_tune_learning_rate=1e-4, seed=0)
+
+
+def plan(shared: Path) -> dict:
+    ds = shared / "datasets"
+    return {
+        "hymenoptera": dict(data=ds / "hymenoptera", val=None, csv=None),
+        "find-the-ship": dict(data=ds / "find-the-ship/set-A_train/image_labels.csv",
+                              val=ds / "find-the-ship/set-B_test/image_labels.csv",
+                              csv=dict(path_column="Filename", label_column="Ship", missing_label="Empty")),
+    }
+
+
+def ensure_run(name: str, spec: dict, runs_dir: Path, weights: Path, fine_tune_epochs: int | None) -> Path:
+    from edgetl.train import train
+
+    run = runs_dir / name / "run"
+    if (run / "model.keras").is_file():
+        print(f"[{name}] reusing {run}", flush=True)
+        return run
+    opts = dict(COMMON, weights=str(weights))
+    if fine_tune_epochs is not None:
+        opts["fine_tune_epochs"] = fine_tune_epochs
+    print(f"[{name}] training {opts}", flush=True)
+    r = train(spec["data"], run, val_data=spec["val"], csv_options=spec["csv"], **opts)
+    print(f"[{name}] val_accuracy {r.val_accuracy:.4f} timings {r.timings}", flush=True)
+    return run
+
+
+def main() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgetl.bench import bench_in_subprocess
+    from edgetl.export import export_run
+    from tests.support.shared import shared_data_dir
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs-dir", type=Path, default=Path(tempfile.gettempdir()) / "edgetl_bench_export")
+    p.add_argument("--only", action="append", help="run name (repeatable)")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--bench-runs", type=int, default=100)
+    p.add_argument("--fine-tune-epochs", type=int)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    shared = shared_data_dir()
+    weights = shared / "weights" / "mobilenet_v2_0.35_224_no_top.h5"
+    if not weights.is_file():
+        print(f"shared data not found at {shared}", file=sys.stderr)
+        return 2
+    modes = [m for m in args.modes.split(",") if m]
+    table = Table("run", "mode", "convert s", "size MB", "x float32", "float acc", "tflite acc", "drop pts",
+                  "p50 ms", "p90 ms", "x faster", "peak RSS MB", title=f"edgetl export (threads={args.threads})")
+    checks = []
+    for name, spec in plan(shared).items():
+        if args.only and name not in args.only:
+            continue
+        run = ensure_run(name, spec, args.runs_dir, weights, args.fine_tune_epochs)
+        rows = {}
+        for mode in modes:
+            out = args.runs_dir / name / f"export-{mode}"
+            res = export_run(run, out, quant=mode, overwrite=True, max_drop=100.0, num_threads=args.threads)
+            b = bench_in_subprocess(res.model_path, threads=args.threads, runs=args.bench_runs, warmup=10)
+            rows[mode] = (res, b)
+            print(f"[{name}] {mode}: acc {res.parity['tflite_accuracy']:.4f} p50 {b['p50_ms']} ms", flush=True)
+        base = rows.get("float32")
+        for mode, (res, b) in rows.items():
+            size_ratio = res.summary["size_bytes"] / base[0].summary["size_bytes"] if base else float("nan")
+            speed = base[1]["p50_ms"] / b["p50_ms"] if base else float("nan")
+            table.add_row(name, mode, f"{res.summary['conversion_s']:.1f}", f"{res.summary['size_bytes'] / 1e6:.3f}",
+                          f"{size_ratio:.2f}", f"{res.parity['float_accuracy']:.4f}",
+                          f"{res.parity['tflite_accuracy']:.4f}", f"{res.parity['drop_points']:.2f}",
+                          f"{b['p50_ms']:.2f}", f"{b['p90_ms']:.2f}", f"{speed:.2f}", f"{b['peak_rss_mb']:.0f}")
+            if mode == "int8" and base:
+                checks.append((name, res.parity["drop_points"] <= 1.0, size_ratio <= 0.30, speed >= 2.0))
+    Console().print(table)
+    for name, acc_ok, size_ok, speed_ok in checks:
+        print(f"{name}: int8 drop<=1pt {'PASS' if acc_ok else 'FAIL'}, size<=0.30x {'PASS' if size_ok else 'FAIL'}, "
+              f">=2x faster {'PASS' if speed_ok else 'FAIL'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
