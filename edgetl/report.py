@@ -295,7 +295,26 @@ def _confusion(ctx: _Ctx) -> str:
     if not parts:
         raise _Missing("no confusion matrix in the run (metrics.json): re-run <code>edgetl train</code> "
                        "or <code>edgetl evaluate RUN</code>")
+    for split in ("val", "test"):
+        rep = _split_report(m, split)
+        if rep is not None:
+            parts.append(f"<p>{split}: {_confused_pairs(np.array(rep['confusion_matrix']), ctx.run.labels)}</p>")
     return "".join(parts)
+
+
+def confused_pairs(cm: np.ndarray, labels: Sequence[str], top: int = 3) -> list[tuple[str, str, int]]:
+    """The largest off-diagonal cells: (true, predicted, count), most frequent first."""
+    off = [(int(cm[i, j]), i, j) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]
+    off.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return [(labels[i], labels[j], n) for n, i, j in off[:top]]
+
+
+def _confused_pairs(cm: np.ndarray, labels: Sequence[str]) -> str:
+    total, right = int(cm.sum()), int(np.trace(cm))
+    pairs = confused_pairs(cm, labels)
+    tail = ("most confused (true → predicted): " + ", ".join(f"{_e(a)} → {_e(b)} ({n})" for a, b, n in pairs)
+            if pairs else "no confusions")
+    return f"{right} of {total} images correct; {tail}"
 
 
 def _per_class(ctx: _Ctx) -> str:
