@@ -151,3 +151,7 @@ def test_events_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "ISO 8601" in r.output
     r = runner.invoke(app, ["fleet", "record", "--broker", "http://x", "--db", str(tmp_path / "f.sqlite3")])
     assert r.exit_code == 2 and "mqtt://" in r.output
+    r = runner.invoke(app, ["fleet", "serve", "--db", str(tmp_path / "missing.sqlite3")])
+    assert r.exit_code == 2 and "fleet record" in r.output
+    r = runner.invoke(app, ["fleet", "monitor", "--broker", "mqtt://127.0.0.1:1", "--once"])
+    assert r.exit_code == 2 and "cannot reach broker" in r.output

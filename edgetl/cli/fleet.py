@@ -299,6 +299,8 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     media: Path | None = typer.Option(None, help="Folder holding the devices' snapshots and clips "
                                       "(event paths are looked up under it)."),
+    silent_after: float = typer.Option(30.0, help="Flag an online device as silent after this many seconds "
+                                       "without a message (3 telemetry intervals)."),
 ) -> None:
     """Local web dashboard over the event store: devices, recent events, snapshots, clip links."""
     from edgetl.fleet.dashboard import Dashboard
@@ -307,7 +309,7 @@ def serve(
         raise EdgetlError(f"no event store at {db}; start `edgetl fleet record --db {db}` first")
     if media is not None and not media.is_dir():
         raise EdgetlError(f"--media {media} is not a folder")
-    dash = Dashboard(db, table_prefix=table_prefix, media=media, host=host, port=port)
+    dash = Dashboard(db, table_prefix=table_prefix, media=media, host=host, port=port, silent_after=silent_after)
     typer.echo(f"dashboard on {dash.url} (Ctrl-C to stop)", err=True)
     try:
         dash.serve_forever()
