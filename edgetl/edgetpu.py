@@ -267,6 +267,14 @@ def parse_compiler_log(text: str) -> tuple[int, int, list[dict[str, Any]], str |
     return tpu, cpu, table, version
 
 
+def check_cpu_fallback(ops_on_cpu: int, table: list[dict[str, Any]], allow_cpu_ops: bool) -> None:
+    """EdgetlError naming the ops the compiler left on the CPU, unless that is allowed."""
+    if ops_on_cpu and not allow_cpu_ops:
+        bad = ", ".join(f"{r['op']} ({r['status']})" for r in table if not r["status"].startswith("Mapped to Edge TPU"))
+        raise EdgetlError(f"edgetpu_compiler left {ops_on_cpu} ops on the CPU: {bad or 'see log'}; fix the model "
+                          "or pass --allow-cpu-ops to accept the slower split model")
+
+
 def compiler_path() -> str | None:
     return shutil.which("edgetpu_compiler")
 
@@ -291,11 +299,7 @@ def compile_edgetpu(model: str | os.PathLike[str], out_dir: str | os.PathLike[st
             raise EdgetlError(f"edgetpu_compiler failed on {model} (exit {proc.returncode}): "
                               f"{' '.join(text.split())[:300]}")
         tpu, cpu, table, version = parse_compiler_log(text)
-        if cpu and not allow_cpu_ops:
-            bad = ", ".join(f"{r['op']} ({r['status']})" for r in table
-                            if not r["status"].startswith("Mapped to Edge TPU"))
-            raise EdgetlError(f"edgetpu_compiler left {cpu} ops on the CPU: {bad or 'see log'}; fix the model "
-                              "or pass --allow-cpu-ops to accept the slower split model")
+        check_cpu_fallback(cpu, table, allow_cpu_ops)
         out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / "model_edgetpu.tflite"
         shutil.copyfile(produced, dest)
