@@ -69,7 +69,7 @@ Number of Edge TPU subgraphs: 1
 Total number of operations: 33
 Operation log: model_edgetpu.log
 
-Model successfully compiled but not all operations are supported by the Edge TPU. A percentage of the model will instead run on the CPU, which is slower.
+Model successfully compiled but not all operations are supported by the Edge TPU.
 Number of operations that will run on Edge TPU: 31
 Number of operations that will run on CPU: 2
 
