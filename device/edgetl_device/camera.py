@@ -244,6 +244,10 @@ class Camera:
             self._cond.notify_all()
             return self._frame
 
+    def has_unread(self) -> bool:
+        with self._cond:
+            return not self._taken
+
     def latest(self) -> Frame | None:
         with self._cond:
             return self._frame

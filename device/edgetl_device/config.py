@@ -144,7 +144,8 @@ class RecordingConfig(_Strict):
     post_roll: float = Field(3.0, ge=0, description="Seconds recorded after the object ends.")
     max_clip: float = Field(60.0, gt=0, description="Longest clip in seconds.")
     cooldown: float = Field(2.0, ge=0, description="Seconds after a clip before the next may start.")
-    buffer_mb: float = Field(48.0, gt=0, description="Memory bound of the pre-roll ring buffer in MB.")
+    buffer_mb: float = Field(32.0, gt=0, description="Memory bound in MB of frames held for clips: the pre-roll "
+                                                     "ring, or the encoder's backlog while recording.")
     codec: str = Field("mp4v", min_length=4, max_length=4, description="FourCC of the clip codec.")
     extension: str = Field(".mp4", pattern=r"^\.[a-z0-9]+$", description="Clip container extension.")
     fps: float | None = Field(None, gt=0, description="Clip frame rate (default: the camera's).")

@@ -113,6 +113,12 @@ class Model:
     def _identify_outputs(self) -> tuple[int, int | None]:
         outs = self._outputs = self.interpreter.get_output_details()
         names = [str(d.get("name", "")).lower() for d in outs]
+        signature: dict[str, int] = {}
+        try:
+            runner = self.interpreter.get_signature_runner()
+            signature = {k: int(v["index"]) for k, v in runner.get_output_details().items()}
+        except (ValueError, KeyError, RuntimeError, AttributeError):
+            pass  # no signature in this model
 
         def find(role: str, keyword: str) -> int | None:
             for spec in self.manifest.get("outputs", []) or []:
@@ -127,7 +133,12 @@ class Model:
                 if isinstance(spec.get("index"), int) and 0 <= spec["index"] < len(outs):
                     return spec["index"]
             hits = [i for i, n in enumerate(names) if keyword in n]
-            return hits[0] if len(hits) == 1 else None
+            if len(hits) == 1:
+                return hits[0]
+            for sig_name, tensor_index in signature.items():  # converter keeps names only in the signature
+                if keyword in sig_name.lower():
+                    return next((i for i, d in enumerate(outs) if d["index"] == tensor_index), None)
+            return None
 
         prob = find("probabilities", "prob")
         embed = find("embedding", "embed")
@@ -162,7 +173,11 @@ class Model:
         return ((rgb.astype(np.float32) - self.mean) / self.std)[np.newaxis].astype(self.input_dtype)
 
     def run(self, frame_bgr: np.ndarray) -> Output:
-        self.interpreter.set_tensor(self._input["index"], self.preprocess(frame_bgr))
+        return self.infer(self.preprocess(frame_bgr))
+
+    def infer(self, tensor: np.ndarray) -> Output:
+        """Run on an already preprocessed input (lets the runtime preprocess the next frame meanwhile)."""
+        self.interpreter.set_tensor(self._input["index"], tensor)
         try:
             self.interpreter.invoke()
         except (RuntimeError, ValueError) as exc:

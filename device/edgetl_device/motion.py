@@ -65,7 +65,8 @@ class MotionGate:
         h, w = frame.shape[:2]
         width = min(self.cfg.width, w)
         height = max(1, int(round(h * width / w)))
-        small = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+        # Linear, not area: ~10x cheaper, and the blur below does the anti-aliasing motion needs.
+        small = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         k = self.cfg.blur | 1
         return cv2.GaussianBlur(grey, (k, k), 0) if k > 1 else grey

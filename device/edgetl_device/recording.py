@@ -88,6 +88,7 @@ class ClipInfo:
     best_frame: np.ndarray | None = None
     frames: int = 0
     pre_roll_frames: int = 0
+    frames_dropped: int = 0  # encoder could not keep up (live sources only)
     end_time: float | None = None
     end_reason: str | None = None
 
@@ -106,6 +107,10 @@ class _ClipWriter(threading.Thread):
             raise OSError(f"cannot open a {codec} video writer for {self.tmp_path}")
         self.error: Exception | None = None
         self.written = 0
+        self.frame_bytes = size[0] * size[1] * 3
+
+    def pending_bytes(self) -> int:
+        return self.queue.qsize() * self.frame_bytes
 
     def run(self) -> None:
         try:
@@ -162,11 +167,25 @@ class Recorder:
                 and finished is None):
             self._start(frame)
         if self.clip is not None and self._writer is not None:
-            self._writer.queue.put(frame.image)
-            self.clip.frames += 1
+            if self._wait_for_writer():
+                self._writer.queue.put(frame.image)
+                self.clip.frames += 1
+            else:
+                self.clip.frames_dropped += 1
         else:
             self.ring.append(frame)
         return finished
+
+    def _wait_for_writer(self, timeout: float = 1.0) -> bool:
+        """Bound the encoder's backlog to buffer_mb (the ring is empty while a clip is open, so frame memory
+        never exceeds buffer_mb). Waits for the encoder up to `timeout`; False means drop this frame."""
+        writer = self._writer
+        deadline = time.monotonic() + timeout
+        while writer.pending_bytes() > self.ring.max_bytes:
+            if time.monotonic() > deadline or not writer.is_alive():
+                return False
+            time.sleep(0.002)
+        return True
 
     def note(self, object_id: str, label: str, score: float, unknown_score: float, frame: Frame) -> None:
         """Attach an object's observation to the open clip (best frame -> snapshot)."""
@@ -267,6 +286,7 @@ class Recorder:
             "end_time": clip.end_time,
             "end_reason": clip.end_reason,
             "frames": frames,
+            "frames_dropped": clip.frames_dropped,
             "pre_roll_frames": clip.pre_roll_frames,
             "fps": self.fps,
             "classes": labels,

@@ -19,8 +19,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,6 +38,13 @@ from edgetl_device.reporting import JsonlReporter, Reporter
 from edgetl_device.storage import MB, Storage
 
 log = logging.getLogger(__name__)
+
+
+class Prepared(NamedTuple):
+    frame: Frame
+    run_inference: bool
+    model: Model
+    tensor: np.ndarray | None
 
 
 def percentile(values: list[float] | deque[float], q: float) -> float | None:
@@ -114,35 +122,53 @@ class Runtime:
         next_status = time.monotonic() + self.config.runtime.status_interval
         next_storage = time.monotonic()
         stalled_since: float | None = None
+        # Two stages: the worker gates and preprocesses frame N+1 while this thread runs frame N through the
+        # interpreter (both release the GIL), so preprocessing costs no throughput on a multi-core board.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
+        pending: Future[Prepared] | None = None
         try:
             while not self._stop.is_set():
-                frame = self.camera.read(timeout=0.5)
+                frame = self.camera.read(timeout=0.0 if pending is not None else 0.5)
                 self._run_tasks()
                 now_m = time.monotonic()
-                if frame is None:
-                    if self.camera.ended:
+                nxt = pool.submit(self._prepare, frame) if frame is not None else None
+                if pending is not None:
+                    self._process(pending.result())
+                    pending = None
+                    if max_frames is not None and self.frames_in >= max_frames:
+                        break
+                pending = nxt
+                if frame is None and pending is None:
+                    if self.camera.ended and not self.camera.has_unread():
                         break
                     stalled_since = stalled_since or now_m
                     if now_m - stalled_since > self.config.runtime.read_timeout:
                         log.warning("no frame for %.0fs (camera %s)", now_m - stalled_since,
                                     "online" if self.camera.online else "offline")
                         stalled_since = now_m
-                else:
+                elif frame is not None:
                     stalled_since = None
-                    self._process(frame)
-                    if max_frames is not None and self.frames_in >= max_frames:
-                        break
                 if now_m >= next_storage:
                     self._check_storage()
                     next_storage = now_m + self.config.storage.check_interval
                 if now_m >= next_status:
                     self._report_status()
                     next_status = now_m + self.config.runtime.status_interval
+            if pending is not None and (max_frames is None or self.frames_in < max_frames):
+                self._process(pending.result())  # the last frame of the file, or the one in flight at stop
         finally:
+            pool.shutdown(wait=True)
             self._shutdown()
         return self.status()
 
-    def _process(self, frame: Frame) -> None:
+    def _prepare(self, frame: Frame) -> Prepared:
+        """Worker stage: motion gate, then the model input only for frames that will be inferred."""
+        gate = self.gate.check(frame.image, frame.timestamp)
+        model = self.model
+        return Prepared(frame, gate.run_inference, model, model.preprocess(frame.image) if gate.run_inference else None)
+
+    def _process(self, prepared: Prepared) -> None:
+        frame = prepared.frame
         if self.recorder is None:
             self.recorder = Recorder(self.config.recording, self.clips_dir, self.camera.fps if self.camera else None,
                                      self.config.device_id, self.model.model_version)
@@ -150,13 +176,10 @@ class Runtime:
         self.frames_in += 1
         transitions: list[Transition] = []
         decision = None
-        if self.gate.check(frame.image, frame.timestamp).run_inference:
+        if prepared.run_inference:
+            tensor = prepared.tensor if prepared.model is self.model else self.model.preprocess(frame.image)
             t0 = time.perf_counter()
-            try:
-                out = self.model.run(frame.image)
-            except DeviceError as exc:
-                log.error("%s", exc)
-                raise
+            out = self.model.infer(tensor)
             self.inference_ms.append((time.perf_counter() - t0) * 1000)
             self.frames_inferred += 1
             decision = self.last_decision = self.decider.decide(out.probabilities, out.embedding)
