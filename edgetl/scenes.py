@@ -369,7 +369,8 @@ def random_lighting(rng: np.random.Generator) -> Lighting:
 
 
 def random_placement(kind: str, rng: np.random.Generator, aspect: float = 4 / 3) -> Placement:
-    """A random pose for `kind`, at most half of it outside the frame (like one entering the view).
+    """A random pose for `kind`; 40% of poses are partly out of view (up to 70% of the object), like one
+    entering or leaving, so that a classifier knows a car's front half is still a car.
 
     `aspect` is the frame's width/height, so horizontal limits are right at any frame shape.
     """
@@ -377,7 +378,7 @@ def random_placement(kind: str, rng: np.random.Generator, aspect: float = 4 / 3)
         raise EdgetlError(f"unknown scene object kind {kind!r}; choose from {', '.join(_DRAW)}")
     height = float(rng.uniform(*_HEIGHTS[kind]))
     half_w = 0.5 * _ASPECT[kind] * height / aspect  # half width as a fraction of frame width
-    slack = 0.5 * 2 * half_w if rng.random() < 0.4 else 0.0  # 40%: partly out of view, as on entering
+    slack = 0.7 * 2 * half_w if rng.random() < 0.4 else 0.0
     lo, hi = half_w - slack, 1.0 - half_w + slack
     x = float(rng.uniform(lo, hi)) if lo < hi else 0.5
     return Placement(kind=kind, x=x, base=float(rng.uniform(*_BASES.get(kind, _ROAD_BASES))), height=height,
@@ -476,7 +477,8 @@ def script_length(script: Sequence[Pass], tail: int = 0) -> int:
     return max((p.start + p.frames for p in script), default=0) + tail
 
 
-def _pass_placement(p: Pass, frame: int, aspect: float) -> Placement | None:
+def pass_placement(p: Pass, frame: int, aspect: float) -> Placement | None:
+    """Where the object of pass `p` is on `frame` (None when the pass is not under way)."""
     k = frame - p.start
     if k < 0 or k >= p.frames:
         return None
@@ -511,7 +513,7 @@ def render_video(path: str | os.PathLike[str], script: Sequence[Pass] | None = N
     if codec is None:
         raise EdgetlError(f"video path {path} must end in .avi or .mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = script_length(script, int(round(fps)) if tail is None else tail)
+    n = script_length(script, int(round(2 * fps)) if tail is None else tail)  # default: 2 s of empty scene
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*codec), float(fps), (w, h))
     if not writer.isOpened():
         raise EdgetlError(f"OpenCV cannot write {codec} video to {path}; try the other extension (.avi/.mp4)")
@@ -519,7 +521,7 @@ def render_video(path: str | os.PathLike[str], script: Sequence[Pass] | None = N
     bar = _progress(n, "frames", progress)
     try:
         for frame in range(n):
-            placements = [pl for p in script if (pl := _pass_placement(p, frame, w / h)) is not None]
+            placements = [pl for p in script if (pl := pass_placement(p, frame, w / h)) is not None]
             writer.write(render_scene((w, h), placements, light, rng))
             bar.update(1)
     finally:
@@ -532,7 +534,7 @@ def _appearance(p: Pass, size: Size) -> Appearance:
     w, _ = size
     visible, full = [], []
     for frame in range(p.start, p.start + p.frames):
-        pl = _pass_placement(p, frame, size[0] / size[1])
+        pl = pass_placement(p, frame, size[0] / size[1])
         assert pl is not None
         x0, _, x1, _ = object_box(pl, size)
         if x1 > 0 and x0 < w:
