@@ -41,6 +41,14 @@ def test_golden_top1(coral_v2, shared_data, image):
     assert top[0].score >= top[1].score >= top[2].score
 
 
+def test_fast_resize_keeps_every_golden_top1(shared_data):
+    models = shared_data / "models"
+    fast = Model(models / "mobilenet_v2_1.0_224_quant.tflite", num_threads=1, resize="fast")
+    for image, (index, _, score) in GOLDEN.items():
+        top = fast.classify(cv2.imread(str(shared_data / "images" / image)))[0]
+        assert top.id == index and top.score == pytest.approx(score, abs=0.08), image
+
+
 def test_quantized_input_is_written_as_raw_uint8(coral_v2, shared_data):
     img = cv2.imread(str(shared_data / "images/cat.bmp"))
     x = coral_v2.preprocess(img)

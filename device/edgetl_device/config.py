@@ -85,6 +85,9 @@ class ModelConfig(_Strict):
     center_crop: float | None = Field(None, gt=0, le=1,
                                       description="Crop this fraction of the shorter side at the centre before "
                                                   "resizing (plain models; a bundle's manifest decides otherwise).")
+    resize: str = Field("area", pattern="^(area|fast)$",
+                        description="area: cv2.INTER_AREA like edgetl's training pipeline; fast: integer box filter "
+                                    "then bilinear (~10x cheaper on non-integer scales, slightly different pixels).")
     input_mean: float = Field(0.0, description="Float-input models only: (pixel - mean) / std.")
     input_std: float = Field(1.0, gt=0, description="Float-input models only: (pixel - mean) / std.")
 
