@@ -62,9 +62,13 @@ def test_no_broker_at_start_events_wait_then_all_arrive(broker, tmp_path):
     assert publish_s < 2.0, "publish must not wait for the network"
 
 
-def test_broker_killed_and_restarted_mid_burst_loses_nothing(broker, tmp_path):
+def test_broker_killed_and_restarted_mid_burst_loses_nothing(broker_factory, tmp_path):
+    # Persistence keeps the consumer's session across the restart (as in device/mosquitto/mosquitto.conf);
+    # without it, events a device re-sends before the consumer re-subscribes go nowhere.
+    broker = broker_factory(persistence=True, extra_config="autosave_interval 1").start()
     count = 800
-    with Collector(broker.port) as sub:
+    with Collector(broker.port, qos=1, client_id="consumer", clean_session=False) as sub:
+        time.sleep(1.2)  # the broker saves the consumer's session
         reporter = reporter_for(broker.port, tmp_path)
         assert reporter.wait_connected(5)
         publishing = threading.Thread(target=burst, args=(reporter, count, 200, {}))

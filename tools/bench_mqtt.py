@@ -8,9 +8,10 @@
 2. Latency: events at a steady rate while connected; trigger (publish call) -> arrival at a
    subscriber on the same host (same clock). Median and p95.
 3. Faults: a device *process* (tools/event_publisher.py) sends events through a TCP proxy
-   (tools/tcp_proxy.py) while the benchmark kills the broker (SIGKILL, no persistence) and
-   restarts it 3 times, SIGKILLs the device process and restarts it, and cuts the network for
-   10 s. A subscriber on the broker de-duplicates by event_id and checks the seqs.
+   (tools/tcp_proxy.py) while the benchmark kills the broker (SIGKILL) and restarts it 3 times,
+   SIGKILLs the device process and restarts it, and cuts the network for 10 s. The broker runs
+   with persistence (autosave every second) and the consumer holds a persistent QoS 1 session,
+   as in production; it de-duplicates by event_id and checks the seqs.
 
 Targets (issue 5): 0 lost, 0 duplicates after dedup, 0 seq gaps; >= 500 events/s; median
 latency <= 50 ms.
@@ -86,9 +87,15 @@ def latency(port: int, work: Path, count: int, rate: float) -> dict:
 
 
 def faults(work: Path, count: int, rate: float, cut_s: float, sub_qos: int) -> dict:
-    broker = MosquittoBroker(workdir=work / "fault-broker").start()
+    # Like device/mosquitto/mosquitto.conf: persistence on, so the consumer's persistent session
+    # (its subscription and the QoS 1 messages queued for it) survives a broker restart. Without it
+    # a restarted broker drops whatever a device re-sends before the consumer has re-subscribed.
+    broker = MosquittoBroker(workdir=work / "fault-broker", persistence=True,
+                             extra_config="autosave_interval 1").start()
     proxy = TcpProxy(broker.port).start()
-    sub = Collector(broker.port, "edgetl/dev1/#", qos=sub_qos).start()
+    sub = Collector(broker.port, "edgetl/dev1/#", qos=sub_qos, client_id="bench-consumer",
+                    clean_session=False).start()
+    time.sleep(1.5)  # let the broker save the consumer's session once
     outbox = work / "dev1.sqlite3"
     cmd = [sys.executable, str(ROOT / "tools" / "event_publisher.py"), "--port", str(proxy.port),
            "--device-id", "dev1", "--outbox", str(outbox), "--count", str(count), "--rate", str(rate),
@@ -128,6 +135,8 @@ def faults(work: Path, count: int, rate: float, cut_s: float, sub_qos: int) -> d
         sub.wait_for(lambda s: unique_count(s, "dev1") >= count, 60)
         note("subscriber has everything" if unique_count(sub, "dev1") >= count else "subscriber timed out")
         report = delivery_report(sub.of("events"), count)
+        if report["missing_ranges"]:
+            note(f"missing seq ranges: {report['missing_ranges']}")
     finally:
         for p in procs:
             if p.poll() is None:

@@ -21,14 +21,14 @@ class Collector:
     """
 
     def __init__(self, port: int, topic: str = "edgetl/#", qos: int = 0, host: str = "127.0.0.1",
-                 **client_kwargs: Any) -> None:
+                 client_id: str | None = None, **client_kwargs: Any) -> None:
         self.topic = topic
         self.qos = qos
         self.messages: list[tuple[str, dict[str, Any], float]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{uuid.uuid4().hex[:8]}",
-                                  **client_kwargs)
+        client_id = client_id or f"collector-{uuid.uuid4().hex[:8]}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, **client_kwargs)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
@@ -90,4 +90,15 @@ def delivery_report(events: list[dict[str, Any]], expected: int) -> dict[str, in
         "lost": sum(1 for s in range(1, expected + 1) if s not in seen),
         "seq_gaps": (max(seen) - len(seen)) if seen else 0,  # seqs missing below the highest seen
         "seq_repeats": len(seqs) - len(seen),
+        "missing_ranges": _ranges([s for s in range(1, expected + 1) if s not in seen])[:10],
     }
+
+
+def _ranges(values: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for v in values:
+        if out and out[-1][1] == v - 1:
+            out[-1] = (out[-1][0], v)
+        else:
+            out.append((v, v))
+    return out
