@@ -47,6 +47,7 @@ def connect(opts: BrokerOptions, client_id: str | None = None, clean_session: bo
         manual_ack=manual_ack,
     )
     client.max_inflight_messages_set(100)
+    client.reconnect_delay_set(min_delay=1, max_delay=15)  # paho retries forever; keep the gaps short
     client.max_queued_messages_set(0)
     username = opts.username or url.username
     password = opts.password or url.password

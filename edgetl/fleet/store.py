@@ -287,13 +287,13 @@ class EventStore:
 
 
 class SqliteStore(EventStore):
-    def __init__(self, path: str | Path, prefix: str = "") -> None:
+    def __init__(self, path: str | Path, prefix: str = "", busy_timeout: float = 30.0) -> None:
         path = Path(path)
         if path.is_dir():
             raise EdgetlError(f"{path} is a folder; give a database file such as {path / 'fleet.sqlite3'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+            conn = sqlite3.connect(str(path), check_same_thread=False, timeout=busy_timeout)
             conn.execute("PRAGMA journal_mode=WAL")  # the dashboard reads while the recorder writes
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
