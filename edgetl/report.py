@@ -94,7 +94,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def json_tables(doc: Any, title: str = "") -> str:
-    """Any JSON document as tables: scalars as key/value, dicts of dicts as one row per key."""
+    """Any JSON document as tables: scalars as key/value, dicts of dicts and lists of dicts as one row each."""
+    if isinstance(doc, list) and doc and all(isinstance(x, dict) for x in doc):
+        cols = list(dict.fromkeys(c for x in doc for c, y in x.items() if not isinstance(y, dict | list)))
+        head = f"<h3>{_e(title)}</h3>" if title else ""
+        return head + table(cols, [[row.get(c, "") for c in cols] for row in doc])
     if not isinstance(doc, dict):
         return table([title or "value"], [[_fmt(doc)]])
     scalars, nested = [], []
@@ -350,19 +354,25 @@ def _parity(ctx: _Ctx) -> str:
 
 
 def _openset(ctx: _Ctx) -> str:
+    """RUN/openset/ as `edgetl openset fit/evaluate/loco` write it: detector, results tables, score plots."""
     d = ctx.root / "openset"
     doc = _read_json(d / "openset.json")
     if doc is None:
-        raise _Missing("unknown-object detector not fitted yet: run <code>edgetl openset</code> on this run")
-    parts = [json_tables({k: v for k, v in doc.items() if k != "params"}, "detector")]
+        raise _Missing("unknown-object detector not fitted yet: run <code>edgetl openset fit RUN</code>, then "
+                       "<code>edgetl openset evaluate RUN UNKNOWN_DIR</code> for histograms and ROC")
+    parts = [json_tables({k: v for k, v in doc.items() if k not in ("params", "file")}, "detector")]
     for extra in sorted(d.glob("*.json")):
         if extra.name != "openset.json":
-            parts.append(json_tables(_read_json(extra), extra.stem))
-    pngs = sorted(d.glob("*.png"), key=lambda p: (p.stem not in ("histogram", "roc"), p.name))
+            data = _read_json(extra)
+            if isinstance(data, list):  # the plot paths are shown as pictures below, not as text
+                data = [{k: v for k, v in row.items() if k != "plot"} if isinstance(row, dict) else row
+                        for row in data]
+            parts.append(json_tables(data, extra.stem))
+    pngs = sorted(d.glob("*.png"), key=lambda p: (not p.stem.startswith("evaluate"), p.name))
     parts += [f"<h3>{_e(p.stem)}</h3>" + img_tag(p.read_bytes(), p.stem) for p in pngs]
-    if not pngs:
-        parts.append(_missing("no score histogram or ROC yet: evaluate the detector on known and unknown "
-                              "images (<code>edgetl openset</code> with unknown data)"))
+    if not any(p.stem.startswith("evaluate") for p in pngs):
+        parts.append(_missing("not evaluated against unknown objects yet: run <code>edgetl openset evaluate RUN "
+                              "UNKNOWN_DIR</code> for the score histograms and ROC"))
     return "".join(parts)
 
 

@@ -24,21 +24,28 @@ _SECTIONS_JS = """() => [...document.querySelectorAll('main > section')].map(s =
   rows: s.querySelectorAll('tbody tr').length}))"""
 
 
-def _has_export_api() -> bool:
+def _has(module: str, *names: str) -> bool:
     try:
-        from edgetl.export import export_run  # noqa: F401
+        mod = __import__(module, fromlist=list(names))
     except ImportError:
         return False
-    return True
+    return all(hasattr(mod, n) for n in names)
 
 
 @pytest.fixture(scope="module")
-def exported_run(patch_run) -> Path:
-    """The patch-task run, exported to int8 TFLite by the real exporter when it is present."""
-    if _has_export_api() and not (patch_run / "export" / "parity.json").is_file():
+def exported_run(patch_run, tmp_path_factory) -> Path:
+    """The patch-task run, exported to int8 TFLite and given an unknown-object detector (evaluated on
+    yellow patches it never saw) by the real export and open-set code, where those are present."""
+    if _has("edgetl.export", "export_run") and not (patch_run / "export" / "parity.json").is_file():
         from edgetl.export import export_run
 
         export_run(patch_run, max_drop=100.0, overwrite=True)  # parity is reported, not gated, here
+    if _has("edgetl.openset", "fit_run", "evaluate_run") and not (patch_run / "openset" / "openset.json").is_file():
+        from edgetl.openset import evaluate_run, fit_run
+        from tests.support.patch_task import write_unknown_images
+
+        fit_run(patch_run, scorer="msp")  # msp: no leave-one-class-out search, seconds
+        evaluate_run(patch_run, write_unknown_images(tmp_path_factory.mktemp("unknown")))
     return patch_run
 
 
@@ -89,6 +96,8 @@ def test_report_renders_in_chromium_with_every_section_filled(report, exported_r
     available = ["overview", "dataset", "curves", "confusion", "per-class", "misclassified", "model"]
     if (exported_run / "export" / "parity.json").is_file():
         available.append("parity")
+    if (exported_run / "openset" / "openset.json").is_file():
+        available.append("openset")
     for sid in available:
         assert sections[sid]["status"] == "ok", (sid, sections[sid]["text"])
     assert len([i for i in sections["dataset"]["images"] if i["cls"] == "thumb"]) == 3 * 6
@@ -103,8 +112,11 @@ def test_report_renders_in_chromium_with_every_section_filled(report, exported_r
     if "parity" in available:
         assert "int8 TFLite accuracy" in sections["parity"]["text"]
         assert "TFLite latency" in sections["model"]["text"]
-    if sections["openset"]["status"] == "missing":  # no run-level open-set fit in this test run
-        assert "edgetl openset" in sections["openset"]["text"]
+    if "openset" in available:
+        assert "msp" in sections["openset"]["text"] and "auroc" in sections["openset"]["text"]
+        assert len(sections["openset"]["images"]) >= 2  # histogram + ROC: evaluation and fit
+    else:
+        assert "edgetl openset fit" in sections["openset"]["text"]
 
     img = np.asarray(Image.open(io.BytesIO(shot)).convert("L"), np.float32)
     assert img.shape[0] > 2000  # a long page: all sections laid out

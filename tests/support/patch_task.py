@@ -43,6 +43,20 @@ def make_images(n: int, seed: int, faint: float = 0.0) -> PatchImages:
     return PatchImages(imgs, labels, boxes)
 
 
+def write_unknown_images(folder: Path, n: int = 20, seed: int = 21) -> Path:
+    """Images of an object the model was never taught: a yellow patch (for open-set evaluation)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        img = np.repeat(rng.uniform(70, 180, (SIZE, SIZE, 1)), 3, axis=2)
+        y, x = rng.integers(0, SIZE - PATCH + 1, size=2)
+        img[y:y + PATCH, x:x + PATCH] = (230, 220, 30)
+        Image.fromarray(img.astype(np.uint8)).save(folder / f"yellow_{i:03d}.png")
+    return folder
+
+
 def build_model():
     """Raw RGB [0, 255] in; a nested conv 'backbone' sub-model; `embedding` GAP; `probabilities` softmax."""
     import keras
