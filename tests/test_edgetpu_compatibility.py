@@ -43,8 +43,13 @@ def test_float_export_is_flagged_and_int8_export_passes(tiny_export_run, tmp_pat
 
     f = check_edgetpu(export_run(tiny_export_run, tmp_path / "f", quant="float32").model_path)
     assert not f.compatible and any("FLOAT32" in i.reason for i in f.issues)
-    q = check_edgetpu(export_run(tiny_export_run, tmp_path / "q", quant="int8").model_path)
+    res = export_run(tiny_export_run, tmp_path / "q", quant="int8", edgetpu=True)
+    q = check_edgetpu(res.model_path)
     assert q.compatible, format_report(q)
+    info = res.manifest["edgetpu"]
+    assert info["static"]["compatible"] and info["compiled"] == (compiler_path() is not None)
+    with pytest.raises(EdgetlError, match="--edgetpu needs --quant int8"):
+        export_run(tiny_export_run, tmp_path / "h", quant="float16", edgetpu=True)
 
 
 def test_not_a_tflite_file_is_a_clear_error(tmp_path):
