@@ -75,8 +75,16 @@ def test_recorder_stores_every_event_once_and_cli_exports(broker, tmp_path):
     assert r.exit_code == 0, r.output
     (unknown,) = json.loads(r.stdout)
     assert unknown["label"] == "ship" and unknown["unknown"] is True
-    r = runner.invoke(app, ["fleet", "events", "--db", str(db), "--since", "2h"])
+    png = tmp_path / "events.png"
+    r = runner.invoke(app, ["fleet", "events", "--db", str(db), "--since", "2h", "--plot", str(png)])
     assert r.exit_code == 0 and "21 events" in r.stdout
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 800
+        assert len(set(im.convert("RGB").getdata())) > 10  # bars and text were drawn, not a blank canvas
+    r = runner.invoke(app, ["fleet", "events", "--db", str(db), "--class", "zebra", "--plot", str(png)])
+    assert r.exit_code == 2 and "nothing to plot" in r.output
 
 
 def test_recorder_gets_events_sent_while_it_was_down(broker, tmp_path):

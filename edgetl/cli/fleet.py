@@ -129,8 +129,9 @@ def events(
     limit: int | None = typer.Option(1000, help="At most this many events (0: no limit)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw events over time by class (PNG)."),
 ) -> None:
-    """Query stored events; export as CSV or JSON."""
+    """Query stored events; export as CSV or JSON; plot them."""
     from edgetl.fleet.store import EVENT_COLUMNS, open_store, parse_time
 
     if fmt not in ("table", "csv", "json"):
@@ -158,6 +159,11 @@ def events(
             out.close()
     if output:
         typer.echo(f"wrote {len(rows)} events to {output}", err=True)
+    if plot:
+        from edgetl.fleet.plots import plot_events
+
+        plot_events(rows, plot, title=device or "all devices")
+        typer.echo(f"plot: {plot}", err=True)
 
 
 def _print_events(rows: list[dict[str, Any]], out: Any) -> None:
