@@ -9,6 +9,7 @@ import threading
 import time
 
 import cv2
+import numpy as np
 import pytest
 
 from edgetl_device.config import DeviceConfig
@@ -122,3 +123,30 @@ def test_swap_model_to_a_signed_bundle_and_refuse_a_tampered_one(shared_data, tm
         thread.join(timeout=20)
     statuses = read_jsonl(tmp_path / "data/events.jsonl", "status")
     assert any(s.get("model_version") == "2.0.0" for s in statuses)
+
+
+def test_bundle_in_config_brings_its_open_set_scorer(shared_data, tmp_path):
+    from edgetl.bundle import generate_keys, sign_bundle, write_manifest
+
+    keys = generate_keys(tmp_path / "keys" / "publisher")
+    root = tmp_path / "bundle"
+    root.mkdir()
+    shutil.copy(shared_data / "models/mobilenet_v1_0.25_128_quant.tflite", root / "model.tflite")
+    shutil.copy(shared_data / "models/imagenet_labels.txt", root / "labels.txt")
+    write_manifest(root, {"model_version": "7.1.0", "input": {"normalization": "raw_0_255", "center_crop": False},
+                          "outputs": [{"name": "probabilities", "index": 0}],
+                          "unknown": {"scorer": "msp", "params": {}, "threshold": 0.123}})
+    sign_bundle(root, keys[0])
+    cfg = vtest_config(shared_data, tmp_path / "data")
+    cfg.model = cfg.model.model_copy(update={"path": None, "labels": None, "bundle": root})
+    cfg.trusted_keys = [keys[1]]
+    runtime = Runtime(cfg)
+    assert runtime.model.model_version == "7.1.0" and len(runtime.model.labels) == 1001
+    assert runtime.decider.threshold == pytest.approx(0.123)
+    assert runtime.decider.scorer(np.array([0.25, 0.75]), None) == pytest.approx(0.25)
+    status = runtime.run(max_frames=20)
+    assert status["model_version"] == "7.1.0" and status["frames_in"] == 20
+
+    cfg.trusted_keys = [generate_keys(tmp_path / "keys" / "stranger")[1]]
+    with pytest.raises(DeviceError):
+        Runtime(cfg)  # signed by someone we do not trust
