@@ -98,7 +98,7 @@ def _assert_unchanged(device, before):
     ("untrusted", "key"),
     ("tampered_file", "sha256"),
     ("wrong_archive_sha", "sha256 does not match"),
-    ("corrupt_archive", "re-download|was modified"),  # gzip may notice, or the hashes do
+    ("truncated_archive", "re-download"),
 ])
 def test_bad_bundles_are_refused_and_the_running_model_keeps_running(device, make, case, expect, tmp_path):
     assert update(device, path=str(make("1.0")))["ok"]
@@ -114,9 +114,7 @@ def test_bad_bundles_are_refused_and_the_running_model_keeps_running(device, mak
         doc = {"path": str(make("evil")), "sha256": "0" * 64}
     else:
         archive = make("evil")
-        data = bytearray(archive.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        archive.write_bytes(bytes(data))
+        archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])  # an interrupted download
         doc = {"path": str(archive)}
     msg = update(device, **doc)
     assert msg["ok"] is False and any(e in msg["error"] for e in expect.split("|")), msg["error"]
