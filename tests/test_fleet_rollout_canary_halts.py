@@ -66,9 +66,16 @@ def test_canary_that_refuses_the_bundle_halts_the_rollout(broker, tmp_path, keys
     # cam1 (the canary) was provisioned with the wrong trusted key: it must refuse the bundle
     devs = _fleet(broker, tmp_path, {"cam1": keys["other_pub"], "cam2": keys["pub"], "cam3": keys["pub"]})
     try:
-        r = CliRunner().invoke(app, ["fleet", "deploy", str(archive), "--devices", "cam1,cam2,cam3",
-                                     "--canary", "1", "--via", "path", "--timeout", "10", "--broker", broker.url])
+        runner = CliRunner()
+        # the host can check the signature first: a bundle its key does not match never leaves
+        r = runner.invoke(app, ["fleet", "deploy", str(archive), "--devices", "cam1,cam2,cam3",
+                                "--trusted-key", str(keys["other_pub"]), "--broker", broker.url])
+        assert r.exit_code == 2, r.output
+        r = runner.invoke(app, ["fleet", "deploy", str(archive), "--devices", "cam1,cam2,cam3", "--canary", "1",
+                                "--via", "serve", "--http-host", "127.0.0.1", "--timeout", "10",
+                                "--trusted-key", str(keys["pub"]), "--broker", broker.url])
         assert r.exit_code == 1, r.output
+        assert "FAILED cam1" in r.output and "not trusted here" in r.output
         assert "HALTED" in r.output and "cam2, cam3" in r.output
         assert [d.model_version for d in devs] == ["1.0.0", "1.0.0", "1.0.0"]
     finally:

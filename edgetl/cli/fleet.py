@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import sys
 import threading
 import time
@@ -70,6 +71,8 @@ def monitor(
             console.print(render_table(state, limit=limit))
             return
         end = time.monotonic() + duration if duration is not None else None
+        if limit is None:  # fit the terminal; problem devices are sorted first so they stay visible
+            limit = max(5, console.size.height - 9)
         with Live(render_table(state, limit=limit), console=console, refresh_per_second=4) as live:
             while end is None or time.monotonic() < end:
                 time.sleep(refresh)
@@ -220,19 +223,21 @@ def deploy(
     prefix: str = PREFIX, cert: Path | None = CERT, key: Path | None = KEY,
 ) -> None:
     """Roll a signed bundle out through `cmd/update_model`: canary first, halt on failure."""
-    from edgetl.fleet.deploy import (
-        BundleServer,
-        CommandSession,
-        bundle_archive,
-        resolve_devices,
-        rollout,
-        staging_dir,
-        update_args,
-    )
+    from edgetl.fleet.deploy import bundle_archive, resolve_devices, staging_dir
 
     ids = resolve_devices(devices, group, groups)
-    opts = _broker(broker, ca, username, password, prefix, cert, key)
-    archive = bundle_archive(bundle, staging_dir())
+    workdir = staging_dir()
+    try:
+        _deploy(bundle_archive(bundle, workdir), ids, canary, batch, timeout, via, url, http_host, http_port,
+                trusted_key, _broker(broker, ca, username, password, prefix, cert, key))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _deploy(archive: Path, ids: list[str], canary: int, batch: int | None, timeout: float, via: str,
+            url: str | None, http_host: str | None, http_port: int, trusted_key: list[Path], opts: Any) -> None:
+    from edgetl.fleet.deploy import BundleServer, CommandSession, rollout, update_args
+
     if trusted_key:
         from edgetl.bundle import verify
 
