@@ -137,12 +137,20 @@ def updater_for(target: Any) -> Any:
         config, data_dir = getattr(target, "config", None), getattr(target, "data_dir", None)
         if config is None or data_dir is None:
             raise DeviceError("update_model is not available: this device has no bundles folder or trusted keys")
-        updater = ModelUpdater(Path(data_dir) / "bundles", getattr(config, "trusted_keys", []))
+        updater = ModelUpdater(Path(data_dir) / "bundles", getattr(config, "trusted_keys", []),
+                               frame_source=lambda: _latest_image(target))
         try:
             _updaters[target] = updater
         except TypeError:
             pass
         return updater
+
+
+def _latest_image(target: Any) -> Any:
+    """The runtime camera's latest frame for the OTA health check (None: a grey frame is used)."""
+    camera = getattr(target, "camera", None)
+    latest = camera.latest() if camera is not None and hasattr(camera, "latest") else None
+    return getattr(latest, "image", None)
 
 
 def _error_text(exc: ValidationError) -> str:
