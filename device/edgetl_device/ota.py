@@ -40,6 +40,7 @@ from edgetl_device.interpreter import load_interpreter
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
+STALE_TRANSFER_S = 3600.0  # an unfinished chunked transfer is dropped after an hour of silence
 
 
 def sha256_of(path: Path) -> str:
@@ -238,8 +239,21 @@ class ModelUpdater:
             raise DeviceError(f"update_model: cannot download {url}: {exc}") from exc
         return out
 
+    def _forget_stale_transfers(self) -> None:
+        """Drop chunked transfers that stopped arriving (no chunk for STALE_TRANSFER_S)."""
+        if not self.incoming.is_dir():
+            return
+        for folder in self.incoming.iterdir():
+            try:
+                if folder.is_dir() and time.time() - folder.stat().st_mtime > STALE_TRANSFER_S:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    log.info("dropped stale model transfer %s", folder.name)
+            except OSError:
+                continue
+
     def _receive_chunk(self, chunk: Any, sha256: str) -> Path | None:
         """Store one chunk; the assembled archive once all arrived (sha256 checked by apply)."""
+        self._forget_stale_transfers()
         folder = self.incoming / chunk.transfer_id
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / "count"
