@@ -245,6 +245,8 @@ class MqttReporter:
 
     def _publisher(self) -> None:
         window = self.config.inflight_window
+        stall_s = max(30.0, 3.0 * self.config.keepalive)
+        last_progress = time.monotonic()
         while True:
             self._wake.wait(0.5)
             self._wake.clear()
@@ -254,13 +256,25 @@ class MqttReporter:
                 if seq is not None:
                     seqs.append(seq)
             if seqs:
+                last_progress = time.monotonic()
                 try:
                     self.outbox.ack(seqs)
                 except sqlite3.Error as exc:
                     log.error("could not mark events delivered (%s); they will be sent again", exc)
             if self._stopping.is_set():
                 return
-            if not self._connected.is_set() or len(self._inflight) >= window:
+            if not self._connected.is_set():
+                last_progress = time.monotonic()
+                continue
+            if self._inflight and time.monotonic() - last_progress > stall_s:
+                # Connected, yet no PUBACK for a long time: never wait forever on paho's memory,
+                # send every pending event again (duplicates are de-duplicated downstream).
+                log.warning("no acknowledgement for %.0f s with %d events in flight; re-sending from the outbox",
+                            stall_s, len(self._inflight))
+                self._inflight.clear()
+                self._last_sent = 0
+                last_progress = time.monotonic()
+            if len(self._inflight) >= window:
                 continue
             for seq, text in self.outbox.pending(self._last_sent, window - len(self._inflight)):
                 info = self.client.publish(self.topics["events"], text, qos=1)
