@@ -417,6 +417,21 @@ def _misclassified(ctx: _Ctx) -> str:
     return "".join(parts)
 
 
+def _features(ctx: _Ctx) -> str:
+    from edgetl.visualize import feature_maps, load_rgb, save_layers_overview
+
+    pool = ctx.run.samples("val") or ctx.run.samples("train")
+    if not pool:
+        raise _Missing("the run has no images listed in split.csv to look at")
+    sample = pool[0]
+    img = load_rgb(sample.path, ctx.run.size)
+    maps = feature_maps(ctx.model, img)
+    path = save_layers_overview(maps, img, ctx.tmp / "layers.png")
+    return (f"<p>{_e(Path(sample.path).name)} ({_e(sample.label)}) through the network, one layer per block, "
+            f"the 8 most active channels each; <code>edgetl visualize RUN IMAGE</code> shows every channel.</p>"
+            + img_tag(path.read_bytes(), "feature maps layer by layer"))
+
+
 def _model(ctx: _Ctx) -> str:
     model = ctx.model
     size = ctx.run.size
@@ -480,6 +495,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[_Ctx], str]], ...] = (
     ("parity", "Quantization parity (float vs int8 TFLite)", _parity),
     ("openset", "Unknown-object detector", _openset),
     ("misclassified", "Misclassified examples with Grad-CAM", _misclassified),
+    ("features", "Feature maps layer by layer", _features),
     ("model", "Model size and latency", _model),
 )
 

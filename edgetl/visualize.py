@@ -271,7 +271,36 @@ def save_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray, out_dir: P
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)
+    if maps:
+        paths.append(save_layers_overview(maps, image, out_dir / "layers.png"))
     return paths
+
+
+def save_layers_overview(maps: dict[str, np.ndarray], image: np.ndarray, path: Path, per_layer: int = 8) -> Path:
+    """The input, then one row per layer (its `per_layer` most active channels): shallow to deep at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(maps) + 1
+    fig, axes = plt.subplots(rows, per_layer + 1, figsize=(1.3 * (per_layer + 1), 1.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 1].imshow(np.clip(image, 0, 255).astype(np.uint8))
+    axes[0, 0].text(0.95, 0.5, "input", ha="right", va="center", fontsize=8, transform=axes[0, 0].transAxes)
+    for r, (name, fmap) in enumerate(maps.items(), start=1):
+        h, w, c = fmap.shape
+        axes[r, 0].text(0.95, 0.5, f"{name.split('/')[-1]}\n{h}x{w}x{c}", ha="right", va="center", fontsize=7,
+                        transform=axes[r, 0].transAxes)
+        order = np.argsort(-fmap.mean(axis=(0, 1)), kind="stable")[:per_layer]
+        norm = normalize_channels(fmap[:, :, order])
+        for k in range(len(order)):
+            axes[r, k + 1].imshow(norm[:, :, k], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def test_report_renders_in_chromium_with_every_section_filled(report, exported_r
         assert all(img["ok"] for img in s["images"]), f"section {sid} has a broken image"
 
     # Sections whose inputs the run has are built, not excused.
-    available = ["overview", "dataset", "curves", "confusion", "per-class", "misclassified", "model"]
+    available = ["overview", "dataset", "curves", "confusion", "per-class", "misclassified", "features", "model"]
     if (exported_run / "export" / "parity.json").is_file():
         available.append("parity")
     if (exported_run / "openset" / "openset.json").is_file():
@@ -108,6 +108,7 @@ def test_report_renders_in_chromium_with_every_section_filled(report, exported_r
     wrong = re.search(r"(\d+) of 48 validation images misclassified", sections["misclassified"]["text"])
     assert wrong and int(wrong.group(1)) > 0  # faint val patches: the model does make mistakes
     assert len(sections["misclassified"]["images"]) == 2  # the mistakes and the correct-per-class sheet
+    assert len(sections["features"]["images"]) == 1 and "through the network" in sections["features"]["text"]
     assert "Keras float32 latency" in sections["model"]["text"]
     if "parity" in available:
         assert "int8 TFLite accuracy" in sections["parity"]["text"]

@@ -13,7 +13,7 @@ def test_report_on_a_trained_run(tiny_run, tmp_path):
     path = write_report(tiny_run, tmp_path / "report.html", misclassified=4, latency_runs=3)
     page = path.read_text(encoding="utf-8")
     status = dict(re.findall(r'<section id="([^"]+)" data-status="(\w+)"', page))
-    for sid in ("overview", "dataset", "curves", "confusion", "per-class", "misclassified", "model"):
+    for sid in ("overview", "dataset", "curves", "confusion", "per-class", "misclassified", "features", "model"):
         assert status[sid] == "ok", (sid, status)
     for sid in ("parity", "openset"):  # the fixture run is neither exported nor given a detector
         exported = (tiny_run / "export" / "parity.json").is_file() if sid == "parity" else \

@@ -26,7 +26,8 @@ def test_bare_vgg16_backbone_feature_maps(runner, shared_data, tmp_path):
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in out.glob("*.png"))
     assert names == ["00_input.png", "01_vgg16__block1_conv2.png", "02_vgg16__block2_conv2.png",
-                     "03_vgg16__block3_conv3.png", "04_vgg16__block4_conv3.png", "05_vgg16__block5_conv3.png"]
+                     "03_vgg16__block3_conv3.png", "04_vgg16__block4_conv3.png", "05_vgg16__block5_conv3.png",
+                     "layers.png"]
     assert all(_png_not_blank(out / n) for n in names)
 
 
@@ -38,8 +39,8 @@ def test_run_image_feature_maps_gradcam_and_misclassified_sheet(runner, patch_ru
     assert res.exit_code == 0, res.output
     assert "Grad-CAM of blue at tiny_backbone/conv3" in res.output
     assert "misclassified validation images; showing 4" in res.output
-    for name in ("00_input.png", "01_tiny_backbone__conv1.png", "02_tiny_backbone__conv3.png", "gradcam.png",
-                 "misclassified.png"):
+    for name in ("00_input.png", "01_tiny_backbone__conv1.png", "02_tiny_backbone__conv3.png", "layers.png",
+                 "gradcam.png", "misclassified.png"):
         assert _png_not_blank(out / name), name
 
 

@@ -87,7 +87,7 @@ def test_mobilenet_v2_pretrained_chosen_layers_and_pictures(shared_data, tmp_pat
 
     paths = save_feature_maps(maps, img, tmp_path / "maps")
     assert [p.name for p in paths] == ["00_input.png", "01_mobilenetv2_0.35_96__Conv1_relu.png",
-                                       "02_mobilenetv2_0.35_96__block_6_expand_relu.png"]
+                                       "02_mobilenetv2_0.35_96__block_6_expand_relu.png", "layers.png"]
     from PIL import Image
 
     for p in paths:
