@@ -44,6 +44,8 @@ from edgetl_device.openset import (
 log = logging.getLogger(__name__)
 
 DEFAULT_FALSE_ALARM = 0.05
+AUTO_TIE = 0.01
+AUTO_PREFERENCE = ("combined", "relative_mahalanobis", "knn", "mahalanobis", "energy", "cosine", "maxlogit", "msp")
 AUTO_CANDIDATES = ("msp", "energy", "cosine", "knn", "mahalanobis", "relative_mahalanobis", "combined")
 
 
@@ -229,7 +231,10 @@ def fit_scorer(name: str, data: FitData, calib: tuple[np.ndarray, np.ndarray] | 
         cp, ce = calib if calib is not None else (data.probs, data.embeddings)
         scores = [p.score_batch(cp, ce) for p in parts]
         weights = opts.get("weights") or [1.0] * len(parts)
-        return Combined(parts, [float(np.mean(s)) for s in scores], [float(np.std(s)) for s in scores], weights)
+        # std floor 1e-3: below that a part's spread is float16/int8 rounding (e.g. kNN on near-duplicate
+        # frames) and dividing by it would let rounding noise dominate the sum
+        return Combined(parts, [float(np.mean(s)) for s in scores], [max(float(np.std(s)), 1e-3) for s in scores],
+                        weights)
     raise EdgetlError(f"unknown scorer {name!r}; choose one of {', '.join(SCORER_NAMES)} or auto")
 
 
@@ -331,7 +336,14 @@ def choose_scorer(train: FitData, val_probs: np.ndarray | None, val_emb: np.ndar
         else:
             res = leave_one_class_out([name], train, val_probs, val_emb, val_labels, retrain_head=True)
             table[name] = float(np.mean([r["auroc"] for r in res[name]])) if res[name] else float("nan")
-    best = max(table, key=lambda k: -1.0 if np.isnan(table[k]) else table[k])
+    # Near-ties (within AUTO_TIE) go to the scorer that also covers far unknowns best (AUTO_PREFERENCE):
+    # leave-one-class-out only measures near unknowns, where MSP can tie while failing on far ones.
+    top = max((v for v in table.values() if not np.isnan(v)), default=float("nan"))
+    close = [k for k, v in table.items() if not np.isnan(v) and v >= top - AUTO_TIE]
+    if not close:
+        raise EdgetlError("could not compare scorers on validation (each class needs validation images); "
+                          "pass --scorer NAME")
+    best = min(close, key=lambda k: AUTO_PREFERENCE.index(k) if k in AUTO_PREFERENCE else len(AUTO_PREFERENCE))
     log.info("scorer auto: %s", ", ".join(f"{k}={v:.3f}" for k, v in table.items()))
     return best, table
 
@@ -395,6 +407,10 @@ class Embedder:
     """
 
     def __init__(self, run: Any, tflite: str | Path | None = None) -> None:
+        if isinstance(run, (str, Path)):
+            from edgetl.run import Run
+
+            run = Run(run)
         self.run, self.tflite = run, Path(tflite) if tflite else None
         if self.tflite is not None and not self.tflite.is_file():
             raise EdgetlError(f"TFLite model {self.tflite} not found; run `edgetl export RUN` first or drop --tflite")
@@ -420,7 +436,8 @@ class Embedder:
             if self._keras is None:
                 self._keras = self.run.embedding_model()
             probs, emb = self._keras.predict(images.astype(np.float32), batch_size=32, verbose=0)
-        return np.asarray(probs, np.float32), l2_normalise(np.asarray(emb, np.float32))
+        # not re-normalised here: the scorers normalise exactly as on the device (bit-identical scores)
+        return np.asarray(probs, np.float32), np.asarray(emb, np.float32)
 
 
 def _split(run: Any, embedder: Embedder, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
