@@ -126,3 +126,19 @@ def test_normalized_channels_are_in_unit_range(fmap):
     for c in range(fmap.shape[2]):
         if fmap[:, :, c].max() > fmap[:, :, c].min():
             assert norm[:, :, c].max() == pytest.approx(1.0) and norm[:, :, c].min() == 0.0
+
+
+def test_sequential_model_with_a_nested_sequential_backbone():
+    import keras
+
+    bb = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+                           keras.layers.MaxPooling2D(name="p1"), keras.layers.Conv2D(16, 3, activation="relu",
+                                                                                      name="c2")], name="bb")
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0), bb,
+                              keras.layers.GlobalAveragePooling2D(name="embedding"),
+                              keras.layers.Dense(3, activation="softmax", name="probabilities")])
+    img = _image(size=32)
+    maps = feature_maps(model, img)
+    assert {k: v.shape for k, v in maps.items()} == {"bb/c1": (30, 30, 8), "bb/c2": (13, 13, 16)}
+    direct = keras.Model(bb.inputs, bb.get_layer("c2").output)(img[None] / 255.0)
+    np.testing.assert_allclose(maps["bb/c2"], np.asarray(direct)[0], rtol=1e-5, atol=1e-5)
