@@ -44,7 +44,7 @@ class Prepared(NamedTuple):
     frame: Frame
     run_inference: bool
     model: Model
-    tensor: np.ndarray | None
+    tensor: Future[np.ndarray] | None  # model input being made on the worker thread
 
 
 def percentile(values: list[float] | deque[float], q: float) -> float | None:
@@ -122,18 +122,19 @@ class Runtime:
         next_status = time.monotonic() + self.config.runtime.status_interval
         next_storage = time.monotonic()
         stalled_since: float | None = None
-        # Two stages: the worker gates and preprocesses frame N+1 while this thread runs frame N through the
-        # interpreter (both release the GIL), so preprocessing costs no throughput on a multi-core board.
+        # Two stages: frame N+1 is gated here and its model input made on a worker while this thread runs
+        # frame N through the interpreter (both release the GIL): preprocessing costs no throughput on a
+        # multi-core board.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
-        pending: Future[Prepared] | None = None
+        pending: Prepared | None = None
         try:
             while not self._stop.is_set():
                 frame = self.camera.read(timeout=0.0 if pending is not None else 0.5)
                 self._run_tasks()
                 now_m = time.monotonic()
-                nxt = pool.submit(self._prepare, frame) if frame is not None else None
+                nxt = self._prepare(frame, pool) if frame is not None else None
                 if pending is not None:
-                    self._process(pending.result())
+                    self._process(pending)
                     pending = None
                     if max_frames is not None and self.frames_in >= max_frames:
                         break
@@ -155,17 +156,19 @@ class Runtime:
                     self._report_status()
                     next_status = now_m + self.config.runtime.status_interval
             if pending is not None and (max_frames is None or self.frames_in < max_frames):
-                self._process(pending.result())  # the last frame of the file, or the one in flight at stop
+                self._process(pending)  # the last frame of the file, or the one in flight at stop
         finally:
             pool.shutdown(wait=True)
             self._shutdown()
         return self.status()
 
-    def _prepare(self, frame: Frame) -> Prepared:
-        """Worker stage: motion gate, then the model input only for frames that will be inferred."""
+    def _prepare(self, frame: Frame, pool: ThreadPoolExecutor) -> Prepared:
+        """Gate here (cheap); only frames that will be inferred get their model input made on the worker,
+        so a static scene costs no thread hand-over at all."""
         gate = self.gate.check(frame.image, frame.timestamp)
         model = self.model
-        return Prepared(frame, gate.run_inference, model, model.preprocess(frame.image) if gate.run_inference else None)
+        tensor = pool.submit(model.preprocess, frame.image) if gate.run_inference else None
+        return Prepared(frame, gate.run_inference, model, tensor)
 
     def _process(self, prepared: Prepared) -> None:
         frame = prepared.frame
@@ -177,7 +180,8 @@ class Runtime:
         transitions: list[Transition] = []
         decision = None
         if prepared.run_inference:
-            tensor = prepared.tensor if prepared.model is self.model else self.model.preprocess(frame.image)
+            tensor = prepared.tensor.result() if prepared.model is self.model and prepared.tensor is not None \
+                else self.model.preprocess(frame.image)
             t0 = time.perf_counter()
             out = self.model.infer(tensor)
             self.inference_ms.append((time.perf_counter() - t0) * 1000)
