@@ -540,6 +540,8 @@ def evaluate_run(run_path: str | Path, unknown_dir: str | Path, scorer: str | No
     from edgetl.run import Run
 
     run = Run(run_path)
+    if scorer not in (None, "auto", "all") and scorer not in SCORER_NAMES:
+        raise EdgetlError(f"unknown scorer {scorer!r}; choose auto, all or one of {', '.join(SCORER_NAMES)}")
     unknown_paths = image_paths(unknown_dir)
     embedder = Embedder(run, tflite)
     data = load_run_data(run, embedder, None, options)
