@@ -391,11 +391,11 @@ def save_gradcam(image: np.ndarray, cam: GradCam, labels: Sequence[str], path: P
     axes[0].set_title("input", fontsize=9)
     axes[1].imshow(overlay(image, cam.heatmap))
     name = labels[cam.class_index] if cam.class_index < len(labels) else str(cam.class_index)
-    axes[1].set_title(f"Grad-CAM: {name} (p={cam.probabilities[cam.class_index]:.2f})\n{cam.layer}",
-                      fontsize=9)
+    axes[1].set_title(f"Grad-CAM: {name} (p={cam.probabilities[cam.class_index]:.2f})", fontsize=9)
+    fig.suptitle(f"layer {cam.layer}", fontsize=8)
     for ax in axes:
         ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -142,3 +142,15 @@ def test_sequential_model_with_a_nested_sequential_backbone():
     assert {k: v.shape for k, v in maps.items()} == {"bb/c1": (30, 30, 8), "bb/c2": (13, 13, 16)}
     direct = keras.Model(bb.inputs, bb.get_layer("c2").output)(img[None] / 255.0)
     np.testing.assert_allclose(maps["bb/c2"], np.asarray(direct)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_vgg16_with_user_given_weights_uses_them(vgg16_64, tmp_path):
+    """A weights file the user gives is loaded: maps equal those of the (randomly initialised) model the
+    file came from, which a fresh random initialisation would not reproduce."""
+    weights = tmp_path / "vgg16_notop.weights.h5"
+    vgg16_64.get_layer("vgg16").save_weights(weights)
+    model = build_backbone("vgg16", weights, size=64)
+    img = _image()
+    got = feature_maps(model, img, ["block3_conv3"])["vgg16/block3_conv3"]
+    want = feature_maps(vgg16_64, img, ["block3_conv3"])["vgg16/block3_conv3"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
