@@ -12,7 +12,7 @@ import numpy as np
 from edgetl import data as D
 from edgetl.errors import EdgetlError
 from edgetl.metrics import classification_report
-from edgetl.run import Run
+from edgetl.run import Run, predict_batches
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,7 @@ def evaluate(run: str | Path | Run, data=None, *, split: str | None = None, top_
     index = {c: i for i, c in enumerate(run.labels)}
     y = np.array([index[samples[i].label] for i in ok])
     model = run.load_model()
-    probs = np.concatenate([model(x[i:i + batch_size].astype(np.float32), training=False).numpy()
-                            for i in range(0, len(x), batch_size)])
+    probs = predict_batches(model, x, batch_size, desc="evaluating")
     report = classification_report(y, probs, run.labels, top_k=top_k)
     report["skipped"] = [{"path": str(p), "error": e} for p, e in failures]
     report["run"] = str(run.path)

@@ -89,3 +89,26 @@ class Run:
         norm = keras.layers.UnitNormalization(axis=-1, name="embedding_l2")(emb)
         return keras.Model(model.input, [model.get_layer("probabilities").output, norm],
                            name="probabilities_embedding")
+
+
+def predict_batches(model, x, batch_size: int = 32, desc: str | None = None):
+    """Run `model` over uint8/float pixels in batches through one compiled graph (5-10x faster than eager
+    calls on CPU, and without `predict`'s per-call setup). Returns an array, or a list for multi-output."""
+    import numpy as np
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+    fn = tf.function(lambda t: model(t, training=False), input_signature=[spec])
+    chunks = []
+    for i in tqdm(range(0, len(x), batch_size), desc=desc or "predicting", leave=False,
+                  disable=desc is None or len(x) < 4 * batch_size):
+        out = fn(tf.convert_to_tensor(np.asarray(x[i:i + batch_size], dtype=np.float32)))
+        chunks.append([o.numpy() for o in out] if isinstance(out, (list, tuple)) else out.numpy())
+    if not chunks:
+        shapes = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
+        empty = [np.zeros((0, *s[1:]), np.float32) for s in shapes]
+        return empty if isinstance(model.output_shape, list) else empty[0]
+    if isinstance(chunks[0], list):
+        return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+    return np.concatenate(chunks)

@@ -18,7 +18,7 @@ import numpy as np
 from edgetl import data as D
 from edgetl.errors import EdgetlError
 from edgetl.metrics import classification_report
-from edgetl.run import Run, write_split_csv
+from edgetl.run import Run, predict_batches, write_split_csv
 
 log = logging.getLogger(__name__)
 
@@ -167,12 +167,7 @@ def _loss(smoothing: float):
 
 
 def _embed(feature_model, x: np.ndarray, batch: int, desc: str) -> np.ndarray:
-    from tqdm.auto import tqdm
-
-    out = []
-    for i in tqdm(range(0, len(x), batch), desc=desc, leave=False, disable=len(x) < 4 * batch):
-        out.append(feature_model(x[i:i + batch].astype(np.float32), training=False).numpy())
-    return np.concatenate(out) if out else np.zeros((0, feature_model.output_shape[-1]), np.float32)
+    return predict_batches(feature_model, x, batch, desc)
 
 
 def _load_split(samples: list[D.Sample], size: int, name: str):
@@ -316,8 +311,7 @@ def _phase1_cached(model, strategy, cfg: TrainConfig, xtr, ytr1, xva, yva1, clas
 
 
 def _predict(model, x: np.ndarray, batch: int) -> np.ndarray:
-    out = [model(x[i:i + batch].astype(np.float32), training=False).numpy() for i in range(0, len(x), batch)]
-    return np.concatenate(out) if out else np.zeros((0, model.output_shape[-1]), np.float32)
+    return predict_batches(model, x, batch)
 
 
 def _final_metrics(model, arrays: dict, classes: list[str], batch: int) -> dict:
