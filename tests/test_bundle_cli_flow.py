@@ -24,7 +24,7 @@ def test_export_sign_pack_verify_and_run_on_device(tiny_run, tmp_path):
     ok(["keys", "generate", tmp_path / "pub"])
     key, pub = tmp_path / "pub.key", tmp_path / "pub.pub"
     bundle = tmp_path / "bundle"
-    ok(["export", tiny_run, "--out", bundle, "--key", key, "--version", "1.2.3"])
+    ok(["export", tiny_run, "--out", bundle, "--key", key, "--version", "1.2.3", "--calibration-size", "24"])
     assert (bundle / "manifest.sig").is_file()
     assert "OK" in ok(["bundle", "verify", bundle, "--trusted-key", pub]).stdout
     ok(["bundle", "pack", bundle, "--out", tmp_path / "b.tar.gz"])
