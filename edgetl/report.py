@@ -377,43 +377,23 @@ def _openset(ctx: _Ctx) -> str:
 
 
 def _misclassified(ctx: _Ctx) -> str:
-    from edgetl.visualize import (
-        Misclassified,
-        find_misclassified,
-        grad_cam,
-        gradcam_model,
-        load_rgb,
-        save_contact_sheet,
-    )
+    from edgetl.visualize import explain_rows, pick_examples, predict_split, save_contact_sheet
 
-    val = ctx.run.samples("val")
-    if not val:
+    rows, probs = predict_split(ctx.model, ctx.run, "val", progress=True)
+    if not rows:
         raise _Missing("the run has no validation split, so there is nothing to check")
-    items, total = find_misclassified(ctx.model, ctx.run, ctx.misclassified, progress=True)
-    parts = [f"<p>{total} of {len(val)} validation images misclassified"
-             + (f"; the {len(items)} most confident mistakes, with Grad-CAM of the predicted class:</p>"
-                if items else ".</p>")]
-    tmp = ctx.tmp / "sheet.png"
-    if items:
-        save_contact_sheet(items, tmp)
-        parts.append(img_tag(tmp.read_bytes(), "misclassified validation images with Grad-CAM"))
-    # Also show why the model is right: one correct image per class, Grad-CAM of its true class.
-    tapped = gradcam_model(ctx.model)
-    wrong = {it.path for it in items}
-    shown, correct = set(), []
-    for s in val:
-        if s.label in shown or Path(s.path) in wrong or s.label not in ctx.run.labels:
-            continue
-        img = load_rgb(s.path, ctx.run.size)
-        cam = grad_cam(ctx.model, img, _tapped=tapped)
-        if ctx.run.labels[cam.class_index] == s.label:
-            shown.add(s.label)
-            correct.append(Misclassified(Path(s.path), s.label, s.label,
-                                         float(cam.probabilities[cam.class_index]), img, cam.heatmap))
-    if correct:
-        save_contact_sheet(correct, tmp)
-        parts.append("<h3>correctly classified, one per class (Grad-CAM of the predicted class)</h3>"
-                     + img_tag(tmp.read_bytes(), "correct validation images with Grad-CAM"))
+    wrong, correct = pick_examples(rows, probs, ctx.run.labels)
+    shown = wrong[: ctx.misclassified]
+    parts = [f"<p>{len(wrong)} of {len(rows)} validation images misclassified"
+             + (f"; the {len(shown)} most confident mistakes, with Grad-CAM of the predicted class:</p>"
+                if shown else ".</p>")]
+    if shown:
+        sheet = save_contact_sheet(explain_rows(ctx.model, ctx.run, rows, probs, shown), ctx.tmp / "wrong.png")
+        parts.append(img_tag(sheet.read_bytes(), "misclassified validation images with Grad-CAM"))
+    if correct:  # why the model is right, too: its most confident correct image per class
+        sheet = save_contact_sheet(explain_rows(ctx.model, ctx.run, rows, probs, correct), ctx.tmp / "right.png")
+        parts.append("<h3>correctly classified, the most confident per class (Grad-CAM of the predicted class)</h3>"
+                     + img_tag(sheet.read_bytes(), "correct validation images with Grad-CAM"))
     return "".join(parts)
 
 

@@ -485,24 +485,43 @@ def predict_split(model: Any, run: Any, split: str = "val", batch: int = 32,
     return rows, (np.concatenate(probs) if probs else np.zeros((0, len(run.labels)), np.float32))
 
 
+def pick_examples(rows: Sequence[tuple[Path, str]], probs: np.ndarray, labels: Sequence[str]
+                  ) -> tuple[list[int], list[int]]:
+    """(wrong rows, most confident first; the most confident correct row of each class, in class order)."""
+    index = {name: i for i, name in enumerate(labels)}
+    pred = probs.argmax(axis=1) if len(rows) else np.zeros(0, int)
+    truth = np.array([index.get(lab, -1) for _, lab in rows], int)
+    conf = probs[np.arange(len(rows)), pred] if len(rows) else np.zeros(0)
+    wrong = sorted(np.flatnonzero(truth != pred).tolist(), key=lambda i: (-float(conf[i]), i))
+    correct = []
+    for c in range(len(labels)):
+        hits = np.flatnonzero((truth == c) & (pred == c))
+        if len(hits):
+            correct.append(int(hits[np.argmax(conf[hits])]))
+    return wrong, correct
+
+
+def explain_rows(model: Any, run: Any, rows: Sequence[tuple[Path, str]], probs: np.ndarray,
+                 indices: Sequence[int]) -> list[Misclassified]:
+    """Grad-CAM of the predicted class for the chosen rows (one tapped model reused)."""
+    if not indices:
+        return []
+    tapped = gradcam_model(model)
+    out = []
+    for i in indices:
+        img = load_rgb(rows[i][0], run.size)
+        pred = int(probs[i].argmax())
+        cam = grad_cam(model, img, pred, _tapped=tapped)
+        out.append(Misclassified(rows[i][0], rows[i][1], run.labels[pred], float(probs[i, pred]), img, cam.heatmap))
+    return out
+
+
 def find_misclassified(model: Any, run: Any, n: int, split: str = "val",
                        progress: bool = False) -> tuple[list[Misclassified], int]:
     """The `n` most confidently wrong images of a split with Grad-CAM of the predicted class; and the total."""
     rows, probs = predict_split(model, run, split, progress=progress)
-    if not rows:
-        return [], 0
-    index = {name: i for i, name in enumerate(run.labels)}
-    pred = probs.argmax(axis=1)
-    wrong = [i for i, (_, lab) in enumerate(rows) if index.get(lab, -1) != pred[i]]
-    wrong.sort(key=lambda i: -float(probs[i, pred[i]]))
-    tapped = gradcam_model(model) if wrong[:n] else None
-    found = []
-    for i in wrong[:n]:
-        img = load_rgb(rows[i][0], run.size)
-        cam = grad_cam(model, img, int(pred[i]), _tapped=tapped)
-        found.append(Misclassified(rows[i][0], rows[i][1], run.labels[pred[i]], float(probs[i, pred[i]]),
-                                   img, cam.heatmap))
-    return found, len(wrong)
+    wrong, _ = pick_examples(rows, probs, run.labels)
+    return explain_rows(model, run, rows, probs, wrong[:n]), len(wrong)
 
 
 def save_contact_sheet(items: Sequence[Misclassified], path: Path, cols: int = 4) -> Path:
