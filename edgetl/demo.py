@@ -71,7 +71,7 @@ class DemoOptions:
     video: Path | None = None
     quick: bool = False
     seed: int = 0
-    scorer: str = "knn"
+    scorer: str = "combined"  # near (relative Mahalanobis) + far (kNN) evidence: best separation here
     target_false_alarm: float = 0.05
     report: bool = True
 
@@ -657,7 +657,7 @@ def summary_lines(r: DemoResult) -> list[str]:
     for a in r.truth:
         lines.append(f"    truth: {a['kind']}{'' if a['known'] else ' (never trained on)'} in view frames "
                      f"{a['first_frame']}-{a['last_frame']}")
-    seen = ", ".join(f"{k} (frames {v[0]}-{v[1]}{f', +{v[3]} other frames' if v[3] else ''})"
+    seen = ", ".join(f"{k} (frames {v[0]}-{v[1]}{f', +{v[3]} frames elsewhere' if v[3] else ''})"
                      for k, v in sorted(r.classes_seen.items(), key=lambda kv: kv[1][0]))
     lines.append(f"  classes seen: {seen or 'none'}")
     if r.unknown_starts:

@@ -16,8 +16,11 @@ import cv2
 import paho.mqtt.client as mqtt
 import pytest
 
+from edgetl import demo
 from edgetl.demo import DEVICE_ID
 from edgetl_device.bundle import open_bundle
+from edgetl_device.reporting import read_jsonl
+from tests.support.mosquitto import MosquittoBroker, mosquitto_binary
 
 pytestmark = pytest.mark.slow
 
@@ -46,21 +49,31 @@ class _Subscriber:
         self.client.loop_stop()
 
 
-def test_quick_demo_sees_the_unknown_once_and_delivers_every_event(tmp_path: Path, broker, shared_data):
-    out = tmp_path / "demo"
-    sub = _Subscriber(broker.port, f"edgetl/{DEVICE_ID}/events")
-    env = dict(os.environ, EDGETL_SHARED_DATA=str(shared_data))
-    try:
-        proc = subprocess.run([sys.executable, "-m", "edgetl", "demo", "--quick", "--out", str(out),
-                               "--broker", broker.url], capture_output=True, text=True, timeout=300, env=env)
-    finally:
-        sub.stop()
-    text = proc.stdout
-    assert proc.returncode == 0, f"demo failed:\n{text[-3000:]}\n{proc.stderr[-3000:]}"
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory, shared_data):
+    """One `edgetl demo --quick` run (the expensive part), with a real broker and our own subscriber."""
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto not installed (tools/test.sh installs it)")
+    tmp = tmp_path_factory.mktemp("demo")
+    out = tmp / "demo"
+    with MosquittoBroker(workdir=tmp / "broker") as broker:
+        sub = _Subscriber(broker.port, f"edgetl/{DEVICE_ID}/events")
+        env = dict(os.environ, EDGETL_SHARED_DATA=str(shared_data))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "edgetl", "demo", "--quick", "--out", str(out),
+                                   "--broker", broker.url], capture_output=True, text=True, timeout=300, env=env)
+        finally:
+            sub.stop()
+    assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return out, proc.stdout, sub.events
+
+
+def test_quick_demo_sees_the_unknown_once_and_delivers_every_event(quick_demo):
+    out, text, received = quick_demo
 
     # It says the data is synthetic and where the weights came from.
     assert "SYNTHETIC camera scenes" in text
-    assert "ImageNet weights from the shared data" in text
+    assert "ImageNet weights from" in text
 
     # Exactly one unknown, triggered while the drone (the never-trained kind) is in view.
     truth = json.loads((out / "video" / "truth.json").read_text())
@@ -93,7 +106,7 @@ def test_quick_demo_sees_the_unknown_once_and_delivers_every_event(tmp_path: Pat
     summary = json.loads((out / "summary.json").read_text())
     sent_ids = {e["event_id"] for e in summary["events"]}
     assert sent == delivered == len(sent_ids) >= 2
-    assert sent_ids <= {e["event_id"] for e in sub.events}
+    assert sent_ids <= {e["event_id"] for e in received}
     assert [e["type"] for e in summary["events"] if e["unknown"]] == ["start", "end"]
 
     # The bundle the device ran is signed with the demo's key, and the report exists.
@@ -101,3 +114,19 @@ def test_quick_demo_sees_the_unknown_once_and_delivers_every_event(tmp_path: Pat
     assert bundle.unknown and bundle.unknown["scorer"]
     report = Path(re.search(r"report: (\S+)", text).group(1))
     assert report.is_file() and report.stat().st_size > 10_000
+
+
+def test_without_a_broker_the_same_device_run_keeps_every_event_in_the_local_log(quick_demo, tmp_path):
+    """The demo's fallback when no broker answers: the device writes events to its local JSONL log."""
+    out, _, _ = quick_demo
+    truth = json.loads((out / "video" / "truth.json").read_text())
+    drone = next(a for a in truth if not a["known"])
+    lines: list[str] = []
+    result = demo.run_device(tmp_path, out / "bundle", out / "keys" / "demo.pub", out / "video" / "camera.avi",
+                             broker=None, ignore=["Empty"], fps=10.0, echo=lines.append)
+    assert result["transport"] == "local event log" and "local event log" in lines[0]
+    logged = read_jsonl(tmp_path / "device" / "events.jsonl", "event")
+    assert result["events_sent"] == result["events_delivered"] == len(logged) >= 2
+    assert [e["seq"] for e in logged] == list(range(1, len(logged) + 1))
+    assert len(result["clips"]) == 1 and len(result["unknown_starts"]) == 1
+    assert drone["first_frame"] <= result["unknown_starts"][0] <= drone["last_frame"]
