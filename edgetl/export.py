@@ -107,13 +107,25 @@ def convert(graph, quant: str, io: str, calibration: np.ndarray | None = None) -
         conv.inference_input_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
         conv.inference_output_type = conv.inference_input_type
     try:
-        return conv.convert()
+        flatbuffer = conv.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError/RuntimeError/ValueError
         first = next((ln for ln in str(exc).splitlines() if "error" in ln.lower()), str(exc).splitlines()[0])
         if quant == "int8":
             raise EdgetlError(f"int8 conversion failed: an op cannot be quantized to INT8 builtins ({first[:300]}); "
                               "replace that layer or export with --quant dynamic/float16") from exc
         raise EdgetlError(f"{quant} conversion failed: {first[:300]}") from exc
+    if quant == "int8":
+        # The converter may still leave an op without an int8 kernel in float between DEQUANTIZE/QUANTIZE.
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.tflite"
+            path.write_bytes(flatbuffer)
+            bad = float_ops(path, io)
+        if bad:
+            raise EdgetlError(f"int8 model still computes in float: {', '.join(bad[:5])}; these ops cannot be "
+                              "quantized to INT8 builtins — replace them or export with --quant dynamic/float16")
+    return flatbuffer
 
 
 def float_ops(path: Path, io: str) -> list[str]:
@@ -264,7 +276,8 @@ def _labels_index(labels: list[str], samples) -> np.ndarray:
     idx = {name: i for i, name in enumerate(labels)}
     unknown = sorted({s.label for s in samples if s.label not in idx})
     if unknown:
-        raise EdgetlError(f"validation labels {unknown} are not in the run's labels.txt; the run folder is inconsistent")
+        raise EdgetlError(f"validation labels {unknown} are not in the run's labels.txt; the run folder is "
+                          "inconsistent")
     return np.array([idx[s.label] for s in samples])
 
 
@@ -343,11 +356,6 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     model_path = out / "model.tflite"
     model_path.write_bytes(tflite)
     log.info("converted %s (%s, io %s) in %.1f s: %.2f MB", run.path.name, quant, io, conversion_s, len(tflite) / 1e6)
-    if quant == "int8":
-        bad = float_ops(model_path, io)
-        if bad:
-            raise EdgetlError(f"int8 model still computes in float: {', '.join(bad[:5])}; these ops cannot be "
-                              "quantized — replace them or export with --quant dynamic")
 
     # Parity on the run's own validation data.
     images, ok, _ = load_images([s.path for s in val], size, desc="validation images")

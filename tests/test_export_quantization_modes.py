@@ -70,3 +70,22 @@ def test_existing_export_is_not_overwritten_silently(tiny_export_run, tmp_path):
     with pytest.raises(EdgetlError, match="--overwrite"):
         export_run(tiny_export_run, tmp_path / "e", quant="float32")
     assert export_run(tiny_export_run, tmp_path / "e", quant="float32", overwrite=True).parity["passed"]
+
+
+def test_op_without_int8_kernel_is_a_clear_failure():
+    import keras
+    import tensorflow as tf
+
+    from edgetl.export import convert, export_graph
+
+    class CumulativeSum(keras.layers.Layer):  # CUMSUM has no int8 kernel: the converter leaves it in float
+        def call(self, x):
+            return tf.math.cumsum(x, axis=-1)
+
+    inp = keras.Input((16, 16, 3))
+    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(keras.layers.Conv2D(4, 3)(inp))
+    out = keras.layers.Dense(2, activation="softmax", name="probabilities")(CumulativeSum()(emb))
+    calib = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    with pytest.raises(EdgetlError, match="int8 model still computes in float: .*CUMSUM"):
+        convert(export_graph(keras.Model(inp, out), 16), "int8", "uint8", calib)
+    assert convert(export_graph(keras.Model(inp, out), 16), "float32", "float32")[4:8] == b"TFL3"
