@@ -54,6 +54,19 @@ def ensure_run(name: str, spec: dict, runs_dir: Path, weights: Path, fine_tune_e
     return run
 
 
+def reuse_export(out: Path):
+    """An earlier export of this mode (conversion time and parity from its files), or None."""
+    import json
+
+    from edgetl.export import ExportResult
+
+    files = [out / n for n in ("manifest.json", "parity.json", "summary.json", "model.tflite")]
+    if not all(f.is_file() for f in files):
+        return None
+    manifest, parity, summary = (json.loads(f.read_text()) for f in files[:3])
+    return ExportResult(out, out / "model.tflite", manifest, parity, summary)
+
+
 def main() -> int:
     from rich.console import Console
     from rich.table import Table
@@ -69,6 +82,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bench-runs", type=int, default=100)
     p.add_argument("--fine-tune-epochs", type=int)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds; best p50 kept")
+    p.add_argument("--re-export", action="store_true", help="convert again even if an export exists")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     shared = shared_data_dir()
@@ -78,19 +93,31 @@ def main() -> int:
         return 2
     modes = [m for m in args.modes.split(",") if m]
     table = Table("run", "mode", "convert s", "size MB", "x float32", "float acc", "tflite acc", "drop pts",
-                  "p50 ms", "p90 ms", "x faster", "peak RSS MB", title=f"edgetl export (threads={args.threads})")
+                  "p50 ms", "p90 ms", "x faster", "peak RSS MB",
+                  title=f"edgetl export (threads={args.threads}, best p50 of {args.rounds} rounds)")
     checks = []
     for name, spec in plan(shared).items():
         if args.only and name not in args.only:
             continue
         run = ensure_run(name, spec, args.runs_dir, weights, args.fine_tune_epochs)
-        rows = {}
+        exports = {}
         for mode in modes:
             out = args.runs_dir / name / f"export-{mode}"
-            res = export_run(run, out, quant=mode, overwrite=True, max_drop=100.0, num_threads=args.threads)
-            b = bench_in_subprocess(res.model_path, threads=args.threads, runs=args.bench_runs, warmup=10)
-            rows[mode] = (res, b)
-            print(f"[{name}] {mode}: acc {res.parity['tflite_accuracy']:.4f} p50 {b['p50_ms']} ms", flush=True)
+            exports[mode] = reuse_export(out) if not args.re_export else None
+            if exports[mode] is None:
+                exports[mode] = export_run(run, out, quant=mode, overwrite=True, max_drop=100.0,
+                                           num_threads=args.threads)
+            print(f"[{name}] {mode}: acc {exports[mode].parity['tflite_accuracy']:.4f}", flush=True)
+        # Interleave the modes over several rounds and keep each mode's best p50: the host is shared,
+        # and a neighbour's burst should not decide the float-vs-int8 ratio.
+        best: dict[str, dict] = {}
+        for _ in range(args.rounds):
+            for mode in modes:
+                b = bench_in_subprocess(exports[mode].model_path, threads=args.threads, runs=args.bench_runs,
+                                        warmup=10)
+                if mode not in best or b["p50_ms"] < best[mode]["p50_ms"]:
+                    best[mode] = b
+        rows = {mode: (exports[mode], best[mode]) for mode in modes}
         base = rows.get("float32")
         for mode, (res, b) in rows.items():
             size_ratio = res.summary["size_bytes"] / base[0].summary["size_bytes"] if base else float("nan")
