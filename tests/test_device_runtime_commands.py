@@ -150,3 +150,42 @@ def test_bundle_in_config_brings_its_open_set_scorer(shared_data, tmp_path):
     cfg.trusted_keys = [generate_keys(tmp_path / "keys" / "stranger")[1]]
     with pytest.raises(DeviceError):
         Runtime(cfg)  # signed by someone we do not trust
+
+
+def test_reload_config_applies_new_settings_and_keeps_old_ones_on_a_bad_file(shared_data, tmp_path):
+    import yaml
+
+    from edgetl_device.config import load_config
+
+    models = shared_data / "models"
+    data = {"device_id": "cam-reload", "camera": {"source": str(shared_data / "videos/vtest.avi"), "paced": True,
+                                                  "loop": True},
+            "model": {"path": str(models / "mobilenet_v1_0.25_128_quant.tflite"),
+                      "labels": str(models / "imagenet_labels.txt"), "num_threads": 1},
+            "decision": {"k": 3, "n": 5}, "storage": {"data_dir": str(tmp_path / "data"), "min_free_mb": 1}}
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runtime = Runtime(load_config(path), config_path=path)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        while runtime.frames_in < 2:
+            time.sleep(0.05)
+        data["decision"] = {"k": 2, "n": 4, "record_classes": ["person"]}
+        data["motion"] = {"min_area": 0.05}
+        path.write_text(yaml.safe_dump(data))
+        runtime.reload_config()
+        assert (runtime.decider.cfg.k, runtime.decider.cfg.n) == (2, 4)
+        assert runtime.gate.cfg.min_area == 0.05
+
+        data["decision"] = {"k": 9, "n": 4}  # invalid: k > n
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(DeviceError, match="decision"):
+            runtime.reload_config()
+        assert (runtime.decider.cfg.k, runtime.decider.cfg.n) == (2, 4)
+        before = runtime.frames_in
+        time.sleep(0.4)
+        assert runtime.frames_in > before  # still running
+    finally:
+        runtime.stop()
+        thread.join(timeout=20)

@@ -61,17 +61,24 @@ class OpenCVSource:
     """cv2.VideoCapture over a device index, a URL or a video file."""
 
     def __init__(self, source: int | str, width: int | None = None, height: int | None = None,
-                 fps: float | None = None) -> None:
+                 fps: float | None = None, timeout: float = 5.0) -> None:
         self.source = int(source) if source_kind(source) == "device" else source
         self.live = source_kind(source) in ("device", "url")
         self._size = (width, height)
         self._want_fps = fps
+        self._timeout = timeout
         self._cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:
         if not self.live and not Path(str(self.source)).is_file():
             raise DeviceError(f"video file not found: {self.source}")
-        cap = cv2.VideoCapture(self.source)
+        if isinstance(self.source, str) and "://" in self.source:
+            # A stalled network stream must not block read() for FFmpeg's default ~30 s: time out and reconnect.
+            ms = int(self._timeout * 1000)
+            cap = cv2.VideoCapture(self.source, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(self.source)
         if not cap.isOpened():
             cap.release()
             raise DeviceError(f"cannot open camera source {self.source!r}: check the device index / URL / "
@@ -183,7 +190,7 @@ def make_source(cfg: CameraConfig) -> Source:
         return Picamera2Source(cfg.width, cfg.height)
     if kind == "folder":
         return FolderSource(str(cfg.source), cfg.fps)
-    return OpenCVSource(cfg.source, cfg.width, cfg.height, cfg.fps)
+    return OpenCVSource(cfg.source, cfg.width, cfg.height, cfg.fps, cfg.timeout)
 
 
 class Camera:

@@ -69,6 +69,8 @@ class CameraConfig(_Strict):
     height: int | None = Field(None, gt=0, description="Requested capture height (devices / Picamera2).")
     reconnect_initial: float = Field(0.5, gt=0, description="First reconnect delay in seconds (doubles per try).")
     reconnect_max: float = Field(30.0, gt=0, description="Longest reconnect delay in seconds.")
+    timeout: float = Field(5.0, gt=0, description="Network streams: seconds to open / to wait for a frame before "
+                                                  "the stream counts as dropped.")
     max_bad_reads: int = Field(5, ge=1, description="Consecutive failed/corrupt reads before the source is "
                                                     "declared offline and reopened.")
 
