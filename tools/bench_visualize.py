@@ -92,7 +92,7 @@ def main() -> None:
     header = ("backbone", "weights", "params M", "layers", "maps 1st s", "maps ms", "PNGs s", "CAM 1st s",
               "CAM ms", "CAM layer")
     print(f"\nvisualize benchmark, 224 px, 1 image, median of {args.repeats} after a first call (CPU)")
-    fmt = "{:<22} {:<8} {:>8} {:>6} {:>10} {:>8} {:>7} {:>9} {:>7}  {}"
+    fmt = "{:<25} {:<8} {:>8} {:>6} {:>10} {:>8} {:>7} {:>9} {:>7}  {}"
     print(fmt.format(*header))
     for r in rows:
         print(fmt.format(r["backbone"], r["weights"], f"{r['params_M']:.2f}", r["layers"],
