@@ -165,12 +165,12 @@ class Picamera2Source:
             raise DeviceError("camera.source is 'picamera2' but picamera2 is not installed: "
                               "`sudo apt install python3-picamera2` (Raspberry Pi OS)") from exc
         cam = Picamera2()
-        cam.configure(cam.create_video_configuration(main={"size": self._size, "format": "BGR888"}))
+        # libcamera names formats by word order: "RGB888" is stored [B, G, R] per pixel, OpenCV's order.
+        cam.configure(cam.create_video_configuration(main={"size": self._size, "format": "RGB888"}))
         cam.start()
         self._cam = cam
 
     def read(self) -> np.ndarray | None:
-        # BGR888 in libcamera's naming is RGB byte order in memory... except it is BGR for OpenCV users.
         return None if self._cam is None else self._cam.capture_array("main")[:, :, :3]
 
     def close(self) -> None:
@@ -226,7 +226,10 @@ class Camera:
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=10)
+            if self._thread.is_alive():  # stuck in a driver read: never close a capture under its feet
+                log.warning("camera thread did not stop within 10 s; leaving it to exit with the process")
+                return
         self.source.close()
 
     def __enter__(self) -> Camera:

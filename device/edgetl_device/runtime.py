@@ -223,6 +223,8 @@ class Runtime:
         changed = self.storage.check()
         if self.recorder is not None:
             self.recorder.allowed = self.storage.recording_allowed
+            if not self.recorder.allowed and self.recorder.recording:
+                self.recorder.finish("disk_low")  # close it cleanly before the disk fills
         self.disk_low = not self.storage.recording_allowed
         if changed:
             self.reporter.publish("status", {"state": "online", "model_version": self.model.model_version,
