@@ -96,7 +96,7 @@ def _class_folder_samples(root: Path) -> list[Sample]:
     return samples
 
 
-def _read_csv(spec: DataSpec) -> dict[str, list[Sample]]:
+def _read_csv(spec: DataSpec, strict: bool = True) -> dict[str, list[Sample]]:
     base = spec.path.resolve().parent
     try:
         with spec.path.open(newline="", encoding="utf-8-sig") as f:
@@ -126,12 +126,13 @@ def _read_csv(spec: DataSpec) -> dict[str, list[Sample]]:
         path = (path if path.is_absolute() else base / path).resolve()
         if not raw_path or not path.is_file():
             missing_files.append(f"line {i}: {raw_path or '(empty path)'}")
-            continue
+            if strict or not raw_path:
+                continue
         split = (row.get(split_col) or "").strip().lower() if split_col else "all"
         if split not in (*SPLITS, "all"):
             raise EdgetlError(f"CSV {spec.path} line {i}: split {split!r} is not one of train/val/test")
         out[split].append(Sample(path, label))
-    if missing_files:
+    if missing_files and strict:
         shown = "; ".join(missing_files[:5]) + (" ..." if len(missing_files) > 5 else "")
         raise EdgetlError(f"CSV {spec.path}: {len(missing_files)} row(s) point at missing files ({shown}); "
                           f"paths resolve against {base}; fix or remove those rows")
@@ -140,15 +141,17 @@ def _read_csv(spec: DataSpec) -> dict[str, list[Sample]]:
     return dict(out)
 
 
-def load_dataset(data: str | Path | DataSpec, **csv_options) -> Dataset:
-    """Read a dataset in any of the supported layouts (no image is decoded here)."""
+def load_dataset(data: str | Path | DataSpec, strict: bool = True, **csv_options) -> Dataset:
+    """Read a dataset in any of the supported layouts (no image is decoded here).
+
+    strict=False keeps CSV rows whose file is missing (so `data check` can report them)."""
     spec = as_spec(data, **csv_options)
     if not spec.path.exists():
         raise EdgetlError(f"dataset {spec.path} does not exist")
     if spec.path.is_file():
         if not spec.is_csv:
             raise EdgetlError(f"{spec.path} is a file; give a folder of class folders or a .csv manifest")
-        return Dataset(_read_csv(spec))
+        return Dataset(_read_csv(spec, strict))
     split_dirs = {s: spec.path / s for s in SPLITS if (spec.path / s).is_dir()}
     if "train" in split_dirs:
         return Dataset({s: _class_folder_samples(d) for s, d in split_dirs.items()})
@@ -361,7 +364,7 @@ def check_dataset(data, *, csv_options: dict | None = None, near_distance: int =
 
     from tqdm.auto import tqdm
 
-    dataset = load_dataset(as_spec(data, **(csv_options or {})))
+    dataset = load_dataset(as_spec(data, **(csv_options or {})), strict=False)
     entries = [(split, s) for split, samples in dataset.splits.items() for s in samples]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         infos = list(tqdm(pool.map(lambda e: _inspect(e[1].path), entries), total=len(entries),

@@ -87,3 +87,14 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     res = CliRunner().invoke(app, ["data", "check", str(tmp_path / "missing")])
     assert res.exit_code == 2
     assert "does not exist" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_csv_rows_with_missing_files_are_reported_not_fatal(tmp_path):
+    make_image_dataset(tmp_path / "imgs", ("a", "b"), n=3, size=32)
+    manifest = tmp_path / "m.csv"
+    lines = ["path,label"] + [f"imgs/{p.parent.name}/{p.name},{p.parent.name}" for p in
+                              sorted((tmp_path / "imgs").rglob("*.png"))] + ["imgs/a/gone.png,a"]
+    manifest.write_text("\n".join(lines) + "\n")
+    r = check_dataset(manifest)
+    assert r["total"] == 7 and r["readable"] == 6
+    assert r["unreadable"][0]["path"].endswith("gone.png")

@@ -23,7 +23,7 @@ from tests.support.shared import shared_data_dir  # noqa: E402
 W035 = "weights/mobilenet_v2_0.35_224_no_top.h5"
 WQAT = "weights/mobilenet_v2_1.0_224_coral_qat_no_top.weights.h5"
 COMMON = dict(backbone="mobilenet_v2", size=224, cache_embeddings=True, augment=True, epochs=40, patience=5,
-              learning_rate=1e-3, fine_tune_blocks=2, fine_tune_epochs=8, fine_tune_learning_rate=1e-4, seed=0)
+              learning_rate=1e-3, fine_tune_blocks=3, fine_tune_epochs=5, fine_tune_learning_rate=1e-4, seed=0)
 
 
 def runs(root: Path) -> dict[str, dict]:
@@ -64,7 +64,7 @@ def main() -> None:
         sys.exit(f"shared data not found at {root} (set EDGETL_SHARED_DATA)")
     out_root = args.out or Path(tempfile.mkdtemp(prefix="bench_train_"))
     plan = runs(root)
-    names = args.only or [*plan, "phase1-speed"]
+    names = args.only or ["hymenoptera", "phase1-speed", "hymenoptera-qat", "find-the-ship", "flowers5"]
     table = Table("dataset", "split", "n train/val", "val acc", "target", "load s", "embed s", "phase 1 s",
                   "phase 2 s", "total s", title="edgetl train (MobileNetV2, 224 px, this machine)")
     rows = []
@@ -85,7 +85,7 @@ def main() -> None:
         print("  ".join(rows[-1]), flush=True)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=200).print(table)
 
     if "phase1-speed" in names:
         # Same head training (10 epochs, no early stop) with embeddings cached vs recomputed per epoch.
@@ -97,7 +97,7 @@ def main() -> None:
             r = train(plan["hymenoptera"]["data"], out_root / f"speed-{cached}", **opts)
             times[mode] = r.timings["phase1_s"]
             speed.add_row(mode, "10", _fmt(r.timings["phase1_s"]), f"{r.val_accuracy:.3f}")
-        Console().print(speed)
+        Console(width=200).print(speed)
         ratio = times["augmented, full forward"] / times["cached embeddings"]
         print(f"phase 1 speed-up with cached embeddings: {ratio:.1f}x (target >= 5x)")
     print(f"run folders: {out_root}")
