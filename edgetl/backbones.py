@@ -101,7 +101,12 @@ def _keras_cache_has(spec: BackboneSpec) -> bool:
     """Whether some ImageNet file for this family is cached (Keras then loads it without the network)."""
     import os
 
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+    try:  # where Keras itself looks (KERAS_HOME at import time, else ~/.keras)
+        from keras.src.backend.config import keras_home
+
+        home = Path(keras_home()).expanduser() / "models"
+    except ImportError:  # pragma: no cover - private path moved in another Keras version
+        home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
     return home.is_dir() and any(f.name.startswith(_CACHE_PREFIX[spec.name]) for f in home.iterdir())
 
 

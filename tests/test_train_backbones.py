@@ -69,3 +69,20 @@ def test_block_numbers_are_parsed_for_each_family():
     assert block_index("expanded_conv_10_add") == 10
     assert block_index("block5_conv3") == 5
     assert block_index("Conv_1") is None
+
+
+def test_imagenet_weights_come_from_the_keras_cache_offline(shared_data, tmp_path, monkeypatch):
+    """--weights imagenet uses Keras' own cache: seed it with the official file and no network is needed."""
+    import shutil
+
+    import keras.src.backend.config as keras_config
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    official = shared_data / "weights" / "mobilenet_v2_0.35_224_no_top.h5"
+    shutil.copy(official, tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5")
+    from_cache, _ = build_classifier("mobilenet_v2", 0.35, 96, "imagenet", 2)
+    from_path, _ = build_classifier("mobilenet_v2", 0.35, 96, str(official), 2)
+    for name in ("Conv1", "block_8_project", "Conv_1"):
+        np.testing.assert_array_equal(from_cache.get_layer(name).get_weights()[0],
+                                      from_path.get_layer(name).get_weights()[0])

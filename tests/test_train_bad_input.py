@@ -125,7 +125,9 @@ def _online() -> bool:
 def test_imagenet_weights_offline_names_weights_path(tmp_path, monkeypatch):
     if _online():
         pytest.skip("network reachable: Keras could download the weights")
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # an empty cache
+    import keras.src.backend.config as keras_config
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras_home"))  # an empty Keras cache
     data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
     msg = _cli_error(["train", str(data), "--out", str(tmp_path / "run"), "--backbone", "mobilenet_v3_small",
                       "--alpha", "1.0", "--size", "224"])
