@@ -180,7 +180,10 @@ def reachable(host: str, port: int, timeout: float) -> bool:
 
 def resolve_broker(url: str | None, default: Broker | None = Broker("127.0.0.1", 1883),
                    probe_timeout: float = 0.3) -> Broker | None:
-    """--broker URL (must answer), else the default local broker if it answers, else None (local log)."""
+    """--broker URL (must answer); "none": the local event log; else the default local broker if it
+    answers, else None (the local event log)."""
+    if url and url.strip().lower() == "none":
+        return None
     if url:
         from edgetl.fleet.topics import parse_broker_url
 

@@ -50,6 +50,7 @@ def test_broker_is_used_when_it_answers_and_a_dead_one_is_an_error(broker):
     assert demo.resolve_broker(broker.url) == demo.Broker("127.0.0.1", broker.port)
     assert demo.resolve_broker(None, default=demo.Broker("127.0.0.1", broker.port)).port == broker.port
     assert demo.resolve_broker(None, default=demo.Broker("127.0.0.1", closed)) is None  # local event log
+    assert demo.resolve_broker("none", default=demo.Broker("127.0.0.1", broker.port)) is None
     with pytest.raises(EdgetlError, match="no MQTT broker answers"):
         demo.resolve_broker(f"mqtt://127.0.0.1:{closed}")
     with pytest.raises(EdgetlError, match="bad broker URL"):

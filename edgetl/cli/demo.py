@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
         weights: Path | None = typer.Option(None, "--weights", help="MobileNetV2 (alpha 0.35) no-top .h5 "
                                             "ImageNet weights; default: Keras cache, then the shared data, "
                                             "else from scratch."),
-        broker: str | None = typer.Option(None, "--broker", help="mqtt://host:port to send events to; default: "
-                                          "127.0.0.1:1883 when it answers, else the local event log."),
+        broker: str | None = typer.Option(None, "--broker", help="mqtt://host:port to send events to, or 'none'; "
+                                          "default: 127.0.0.1:1883 when it answers, else the local event log."),
         video: Path | None = typer.Option(None, "--video", help="Run the device on your own video instead "
                                           "of a rendered one (no ground truth)."),
         quick: bool = typer.Option(False, "--quick", help="Smaller dataset, model and video (about a minute; "
