@@ -85,6 +85,7 @@ class TFLiteModel:
     inputs: list[int]
     outputs: list[int]
     subgraphs: int
+    constant_bytes: int = 0  # bytes of constant tensor data (weights, biases)
 
     @property
     def is_edgetpu_compiled(self) -> bool:
@@ -140,7 +141,8 @@ def read_tflite(path: str | os.PathLike[str]) -> TFLiteModel:
             ops.append(OpInfo(o, name, ins, outs, custom))
         ins = [int(x) for x in sg.InputsAsNumpy()]
         outs = [int(x) for x in sg.OutputsAsNumpy()]
-        return TFLiteModel(path, len(buf), tensors, ops, ins, outs, model.SubgraphsLength())
+        constant_bytes = sum(model.Buffers(i).DataLength() for i in range(model.BuffersLength()))
+        return TFLiteModel(path, len(buf), tensors, ops, ins, outs, model.SubgraphsLength(), constant_bytes)
     except EdgetlError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt flatbuffer fails anywhere inside the accessors

@@ -72,7 +72,7 @@ def main() -> int:
     from rich.table import Table
 
     from edgetl.bench import bench_in_subprocess
-    from edgetl.export import export_run
+    from edgetl.export import export_run, summarize
     from tests.support.shared import shared_data_dir
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,7 +92,8 @@ def main() -> int:
         print(f"shared data not found at {shared}", file=sys.stderr)
         return 2
     modes = [m for m in args.modes.split(",") if m]
-    table = Table("run", "mode", "convert s", "size MB", "x float32", "float acc", "tflite acc", "drop pts",
+    table = Table("run", "mode", "convert s", "size MB", "x float32", "weights x", "q-params kB", "float acc",
+                  "tflite acc", "drop pts",
                   "p50 ms", "p90 ms", "x faster", "peak RSS MB",
                   title=f"edgetl export (threads={args.threads}, best p50 of {args.rounds} rounds)")
     checks = []
@@ -119,16 +120,21 @@ def main() -> int:
                     best[mode] = b
         rows = {mode: (exports[mode], best[mode]) for mode in modes}
         base = rows.get("float32")
+        sizes = {mode: summarize(res.model_path) for mode, (res, _) in rows.items()}
         for mode, (res, b) in rows.items():
             size_ratio = res.summary["size_bytes"] / base[0].summary["size_bytes"] if base else float("nan")
+            weights_ratio = (sizes[mode]["constant_data_bytes"] / sizes["float32"]["constant_data_bytes"]
+                             if base else float("nan"))
             speed = base[1]["p50_ms"] / b["p50_ms"] if base else float("nan")
             table.add_row(name, mode, f"{res.summary['conversion_s']:.1f}", f"{res.summary['size_bytes'] / 1e6:.3f}",
-                          f"{size_ratio:.2f}", f"{res.parity['float_accuracy']:.4f}",
+                          f"{size_ratio:.2f}", f"{weights_ratio:.2f}",
+                          f"{sizes[mode]['quantization_params_bytes'] / 1e3:.0f}",
+                          f"{res.parity['float_accuracy']:.4f}",
                           f"{res.parity['tflite_accuracy']:.4f}", f"{res.parity['drop_points']:.2f}",
                           f"{b['p50_ms']:.2f}", f"{b['p90_ms']:.2f}", f"{speed:.2f}", f"{b['peak_rss_mb']:.0f}")
             if mode == "int8" and base:
                 checks.append((name, res.parity["drop_points"] <= 1.0, size_ratio <= 0.30, speed >= 2.0))
-    Console().print(table)
+    Console(width=220).print(table)
     for name, acc_ok, size_ok, speed_ok in checks:
         print(f"{name}: int8 drop<=1pt {'PASS' if acc_ok else 'FAIL'}, size<=0.30x {'PASS' if size_ok else 'FAIL'}, "
               f">=2x faster {'PASS' if speed_ok else 'FAIL'}")
