@@ -368,9 +368,10 @@ def random_lighting(rng: np.random.Generator) -> Lighting:
     )
 
 
-def random_placement(kind: str, rng: np.random.Generator, aspect: float = 4 / 3) -> Placement:
-    """A random pose for `kind`; 40% of poses are partly out of view (up to 70% of the object), like one
-    entering or leaving, so that a classifier knows a car's front half is still a car.
+def random_placement(kind: str, rng: np.random.Generator, aspect: float = 4 / 3, partial: float = 0.4
+                     ) -> Placement:
+    """A random pose for `kind`; a `partial` share of poses are partly out of view (up to 70% of the
+    object), like one entering or leaving, so that a classifier knows a car's front half is still a car.
 
     `aspect` is the frame's width/height, so horizontal limits are right at any frame shape.
     """
@@ -378,7 +379,7 @@ def random_placement(kind: str, rng: np.random.Generator, aspect: float = 4 / 3)
         raise EdgetlError(f"unknown scene object kind {kind!r}; choose from {', '.join(_DRAW)}")
     height = float(rng.uniform(*_HEIGHTS[kind]))
     half_w = 0.5 * _ASPECT[kind] * height / aspect  # half width as a fraction of frame width
-    slack = 0.7 * 2 * half_w if rng.random() < 0.4 else 0.0
+    slack = 0.7 * 2 * half_w if rng.random() < partial else 0.0
     lo, hi = half_w - slack, 1.0 - half_w + slack
     x = float(rng.uniform(lo, hi)) if lo < hi else 0.5
     return Placement(kind=kind, x=x, base=float(rng.uniform(*_BASES.get(kind, _ROAD_BASES))), height=height,

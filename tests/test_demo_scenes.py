@@ -37,9 +37,10 @@ def test_dataset_is_folder_per_class_and_unknown_kinds_stay_out_of_it(tmp_path):
 
 
 def _object_features(kind: str, rng: np.random.Generator, size=(160, 120)) -> np.ndarray:
-    """Colour and shape of exactly the object's pixels (same light and noise with and without it)."""
+    """Colour and shape of exactly the object's pixels (same light and noise with and without it),
+    for a wholly visible object."""
     light = scenes.random_lighting(rng)
-    p = scenes.random_placement(kind, rng, size[0] / size[1])
+    p = scenes.random_placement(kind, rng, size[0] / size[1], partial=0.0)
     seed = int(rng.integers(1 << 30))
     with_obj = scenes.render_scene(size, [p], light, np.random.default_rng(seed)).astype(np.float32)
     without = scenes.render_scene(size, [], light, np.random.default_rng(seed)).astype(np.float32)
