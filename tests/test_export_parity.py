@@ -79,3 +79,13 @@ def test_openset_parameters_travel_into_the_bundle(tiny_export_run, tmp_path):
     assert res.out_dir == run / "export"
     b = open_bundle(res.out_dir, None, allow_unsigned=True)
     assert b.unknown == {"scorer": "cosine", "threshold": 0.42} and b.openset_path.name == "openset.npz"
+
+
+def test_export_uses_a_built_calibration_set(tiny_export_run, tmp_path):
+    from edgetl.calibrate import build
+
+    build(tiny_export_run, tmp_path / "calib", size=30)  # a run folder: its train split
+    res = export_run(tiny_export_run, tmp_path / "e", calibration=tmp_path / "calib")
+    calib = res.manifest["quantization"]["calibration"]
+    assert calib == {"source": str((tmp_path / "calib").resolve()), "count": 30}
+    assert res.parity["passed"] and res.manifest["input"]["quantization"] == [1.0, 0]
