@@ -36,7 +36,8 @@ class TrainConfig:
     fine_tune_blocks: int = 2  # how many top backbone blocks to unfreeze in phase 2
     batch_size: int = 32
     learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
+    fine_tune_learning_rate: float = 3e-5
+    fine_tune_guard: bool = True  # revert phase 2 when it ends with a higher val loss than phase 1
     dropout: float = 0.2
     label_smoothing: float = 0.1
     class_weights: bool = True
@@ -259,7 +260,10 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
     # Phase 2: unfreeze the top blocks; batch norm stays in inference mode (frozen statistics), which
     # is what keeps small-batch fine-tuning stable and is required for BN-folded (QAT) weights.
     t = time.perf_counter()
+    fine_tune_kept = None
     if cfg.fine_tune_epochs > 0 and cfg.fine_tune_blocks > 0:
+        before_weights = model.get_weights()
+        before_loss = _val_loss(model, xva, yva1, cfg.label_smoothing, cfg.batch_size)
         with strategy.scope():
             for layer in top_block_layers(backbone_layers, cfg.fine_tune_blocks):
                 if not isinstance(layer, keras.layers.BatchNormalization):
@@ -270,6 +274,13 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
         history += _fit(model, _dataset(xtr, ytr1, cfg.batch_size, True, cfg.seed + 7, augment),
                         _dataset(xva, yva1, cfg.batch_size, False, cfg.seed), cfg.fine_tune_epochs,
                         cfg.patience, class_weight, "phase 2 (fine-tune)", "fine_tune")
+        # Fine-tuning must not make the delivered model worse than the head alone (small data can overfit).
+        after_loss = _val_loss(model, xva, yva1, cfg.label_smoothing, cfg.batch_size)
+        fine_tune_kept = after_loss <= before_loss or not cfg.fine_tune_guard
+        if not fine_tune_kept:
+            log.warning("fine-tuning raised val loss (%.4f -> %.4f); keeping the phase 1 weights",
+                        before_loss, after_loss)
+            model.set_weights(before_weights)
     timings["phase2_s"] = time.perf_counter() - t
     for layer in model.layers:
         layer.trainable = True  # a reloaded model should be fine-tunable by whoever picks it up
@@ -279,6 +290,7 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
     metrics["timings"] = timings
+    metrics["fine_tune_kept"] = fine_tune_kept
     metrics["skipped"] = skipped
     _write_run(out, model, cfg, classes, splits, history, metrics, spec, val_spec)
     log.info("val accuracy %.3f; run written to %s", metrics["val_accuracy"], out)
@@ -308,6 +320,13 @@ def _phase1_cached(model, strategy, cfg: TrainConfig, xtr, ytr1, xva, yva1, clas
     rows = _fit(head, tr, va, cfg.epochs, cfg.patience, class_weight, "phase 1 (head, cached)", "head")
     model.get_layer("probabilities").set_weights(dense.get_weights())
     return rows
+
+
+def _val_loss(model, x: np.ndarray, y1: np.ndarray, smoothing: float, batch: int) -> float:
+    """Cross-entropy with the training's label smoothing, as Keras reports val_loss."""
+    p = np.clip(predict_batches(model, x, batch), 1e-7, 1.0)
+    target = y1 * (1.0 - smoothing) + smoothing / y1.shape[1]
+    return float(-np.mean(np.sum(target * np.log(p), axis=1)))
 
 
 def _predict(model, x: np.ndarray, batch: int) -> np.ndarray:

@@ -45,7 +45,9 @@ def train_cmd(
     fine_tune_blocks: int = typer.Option(2, help="How many top backbone blocks phase 2 unfreezes."),
     batch_size: int = typer.Option(32),
     learning_rate: float = typer.Option(1e-3, "--lr", help="Phase 1 learning rate."),
-    fine_tune_learning_rate: float = typer.Option(1e-4, "--fine-tune-lr", help="Phase 2 learning rate (cosine)."),
+    fine_tune_learning_rate: float = typer.Option(3e-5, "--fine-tune-lr", help="Phase 2 learning rate (cosine)."),
+    fine_tune_guard: bool = typer.Option(True, "--fine-tune-guard/--no-fine-tune-guard",
+                                         help="Revert phase 2 if it ends with a higher val loss than phase 1."),
     dropout: float = typer.Option(0.2),
     label_smoothing: float = typer.Option(0.1),
     class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
@@ -67,6 +69,7 @@ def train_cmd(
         backbone=backbone, alpha=alpha, size=size, weights=weights, epochs=epochs,
         fine_tune_epochs=fine_tune_epochs, fine_tune_blocks=fine_tune_blocks, batch_size=batch_size,
         learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate, dropout=dropout,
+        fine_tune_guard=fine_tune_guard,
         label_smoothing=label_smoothing, class_weights=class_weights, augment=augment,
         cache_embeddings=cache_embeddings, patience=patience, val_split=val_split, seed=seed, strategy=strategy,
     )
