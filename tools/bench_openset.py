@@ -1,0 +1,284 @@
+"""Benchmark: unknown-object detection on find-the-ship, leave-one-class-out, plus far unknowns.
+
+What it runs (CPU friendly; say so when quoting the figures):
+- backbone: MobileNetV2 alpha 0.35 at 224 px with the shared ImageNet weights, FROZEN; the
+  embedding is its global-average-pooled features, L2-normalised (what the bundle's second
+  output carries). Embeddings are computed once and cached (`--cache`).
+- per held-out class (7 folds): a softmax head is refitted on the other 6 classes' normalised
+  embeddings (`edgetl.openset.fit_linear_head`, i.e. the frozen-backbone variant of
+  `edgetl train`), every scorer is fitted on set-A (train) without that class, its threshold
+  calibrated on a held-out quarter of set-A known frames at 5 % false alarms, and it is evaluated
+  on set-B (test): known = the other classes, near unknown = the held-out class.
+- far unknowns: hymenoptera val photos + 60 photos per flowers5 class.
+- int8: the 7-class model (frozen backbone + L2 norm + the fitted head) is converted to float and
+  int8 TFLite and run through `edgetl_device.inference.Model`; AUROC (Empty held out is not possible
+  with one model, so: known set-B vs far photos, and the same scorer) float vs int8, and the
+  scorer's cost relative to one invoke.
+
+    python tools/bench_openset.py [--cache DIR] [--skip-int8] [--skip-loco] [--int8-fold CLASS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edgetl.openset import (  # noqa: E402
+    FitData,
+    auroc,
+    calibrate_threshold,
+    false_alarm_rate,
+    fit_linear_head,
+    fit_scorer,
+    fpr_at_tpr,
+    softmax,
+)
+from edgetl_device.openset import l2_normalise  # noqa: E402
+from tests.support.shared import shared_data_dir  # noqa: E402
+
+log = logging.getLogger("bench_openset")
+SIZE = 224
+SCORERS = ("msp", "energy", "maxlogit", "cosine", "knn", "mahalanobis", "relative_mahalanobis", "combined")
+
+
+def ship_samples(folder: Path) -> list[tuple[Path, str]]:
+    with (folder / "image_labels.csv").open(newline="") as f:
+        return [(folder / r["Filename"], r["Ship"].strip() or "Empty") for r in csv.DictReader(f)]
+
+
+def far_samples(shared: Path, per_flower: int = 60) -> list[Path]:
+    paths = sorted((shared / "datasets/hymenoptera/val").glob("*/*.jpg"))
+    for d in sorted((shared / "datasets/flowers5").iterdir()):
+        paths += sorted(d.glob("*.jpg"))[:per_flower]
+    return paths
+
+
+def backbone_model():
+    import keras
+
+    from edgetl.backbones import build_backbone
+
+    weights = shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"
+    inputs, features, _ = build_backbone("mobilenet_v2", 0.35, SIZE, str(weights))
+    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
+    return keras.Model(inputs, emb)
+
+
+def embed(model, paths: list[Path], cache: Path, tag: str) -> np.ndarray:
+    key = hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()[:12]
+    file = cache / f"{tag}-{key}.npy"
+    if file.is_file():
+        return np.load(file)
+    from edgetl.data import load_images
+
+    out = []
+    for i in range(0, len(paths), 128):
+        x, ok, fail = load_images(paths[i:i + 128], SIZE, desc=tag)
+        if fail:
+            raise SystemExit(f"unreadable images: {fail[:3]}")
+        out.append(model.predict(x.astype(np.float32), batch_size=32, verbose=0))
+        log.info("%s: %d/%d embedded", tag, min(i + 128, len(paths)), len(paths))
+    e = np.concatenate(out).astype(np.float32)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(file, e)
+    return e
+
+
+def loco(e_tr, y_tr, e_te, y_te, e_far, classes, scorers, options) -> dict[str, dict[str, list[float]]]:
+    rng = np.random.default_rng(0)
+    calib_mask = rng.random(len(e_tr)) < 0.25  # held-out known frames for the threshold
+    res: dict[str, dict[str, list[float]]] = {s: {"near": [], "fpr95": [], "far": [], "fa": []} for s in scorers}
+    for held in range(len(classes)):
+        keep = (y_tr != held) & ~calib_mask
+        cal = (y_tr != held) & calib_mask
+        y_fit = np.where(y_tr[keep] > held, y_tr[keep] - 1, y_tr[keep])
+        w, b = fit_linear_head(e_tr[keep], y_fit, len(classes) - 1)
+
+        def probs(e, w=w, b=b):
+            return softmax(l2_normalise(e) @ w + b)
+        data = FitData(probs(e_tr[keep]), e_tr[keep], y_fit, len(classes) - 1, options=options)
+        known, near = y_te != held, y_te == held
+        for name in scorers:
+            s = fit_scorer(name, data, calib=(probs(e_tr[cal]), e_tr[cal]))
+            t = calibrate_threshold(s.score_batch(probs(e_tr[cal]), e_tr[cal]), 0.05)
+            st = s.score_batch(probs(e_te), e_te)
+            sf = s.score_batch(probs(e_far), e_far)
+            res[name]["near"].append(auroc(st[known], st[near]))
+            res[name]["fpr95"].append(fpr_at_tpr(st[known], st[near]))
+            res[name]["far"].append(auroc(st[known], sf))
+            res[name]["fa"].append(false_alarm_rate(st[known], t))
+        log.info("held out %s: %s", classes[held],
+                 ", ".join(f"{n}={res[n]['near'][-1]:.3f}" for n in scorers))
+    return res
+
+
+def print_table(res, classes) -> None:
+    print("\nLeave-one-class-out on find-the-ship (set-A fit, set-B test), frozen MobileNetV2-0.35 @224")
+    print(f"{'scorer':<22}{'near AUROC':>11}{'min':>7}{'FPR@95':>8}{'far AUROC':>10}{'FA@t(5%)':>9}   per class")
+    for name, r in res.items():
+        per = " ".join(f"{a:.2f}" for a in r["near"])
+        print(f"{name:<22}{np.mean(r['near']):>11.3f}{np.min(r['near']):>7.3f}{np.mean(r['fpr95']):>8.3f}"
+              f"{np.mean(r['far']):>10.3f}{np.mean(r['fa']):>9.3f}   {per}")
+    print("per-class order: " + ", ".join(classes))
+
+
+def head_model(w: np.ndarray, b: np.ndarray):
+    """Frozen backbone -> `embedding` (GAP) -> L2 norm -> Dense softmax `probabilities` with the fitted head."""
+    import keras
+    import tensorflow as tf
+
+    from edgetl.backbones import build_backbone
+
+    class L2Normalize(keras.layers.Layer):  # TFLite L2_NORMALIZATION: quantizes (UnitNormalization does not)
+        def call(self, x):
+            return tf.nn.l2_normalize(x, axis=-1)
+
+    weights = shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"
+    inputs, features, _ = build_backbone("mobilenet_v2", 0.35, SIZE, str(weights))
+    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
+    x = L2Normalize(name="embedding_unit")(emb)
+    dense = keras.layers.Dense(len(b), activation="softmax", name="probabilities")
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([w, b])
+    return model
+
+
+def int8_check(e_tr, y_tr, e_te, y_te, e_far, train, test, far, classes, held: int, tmp: Path,
+               options: dict) -> None:
+    """Float (Keras and TFLite) vs int8 TFLite AUROC for one fold, and the scorers' cost vs one invoke."""
+    from edgetl.data import load_images
+    from edgetl.export import convert, export_graph, predict_tflite
+    from edgetl_device.inference import Model
+    from edgetl_device.openset import load_scorer
+
+    keep = y_tr != held
+    remap = lambda y: np.where(y > held, y - 1, y)  # noqa: E731
+    c = len(classes) - 1
+    w, b = fit_linear_head(e_tr[keep], remap(y_tr[keep]), c)
+    model = head_model(w, b)
+    graph = export_graph(model, SIZE)
+    tmp.mkdir(parents=True, exist_ok=True)
+    calib_paths = [p for (p, _), k in zip(train, keep, strict=True) if k][::8]
+    calib, _, _ = load_images(calib_paths, SIZE, desc="calibration")
+    t0 = time.perf_counter()
+    (tmp / "float.tflite").write_bytes(convert(graph, "float32", "float32"))
+    (tmp / "int8.tflite").write_bytes(convert(graph, "int8", "uint8", calib))
+    log.info("converted float32 + int8 in %.0f s (%d calibration images)", time.perf_counter() - t0, len(calib))
+    eval_paths = [p for p, _ in test] + far
+    images, _, _ = load_images(eval_paths, SIZE, desc="eval images")
+    tr_paths = [p for (p, _), k in zip(train, keep, strict=True) if k]
+    tr_images, _, _ = load_images(tr_paths, SIZE, desc="train images")
+    n_te = len(test)
+    known, near = y_te != held, y_te == held
+    outputs = {"keras float": (softmax(l2_normalise(np.concatenate([e_te, e_far])) @ w + b),
+                               l2_normalise(np.concatenate([e_te, e_far])))}
+    train_out = {"keras float": (softmax(l2_normalise(e_tr[keep]) @ w + b), l2_normalise(e_tr[keep]))}
+    for name in ("float", "int8"):
+        outputs[f"tflite {name}"] = predict_tflite(tmp / f"{name}.tflite", images, c, desc=name)
+        train_out[f"tflite {name}"] = predict_tflite(tmp / f"{name}.tflite", tr_images, c, desc=name)
+    y_fit = remap(y_tr[keep])
+    print(f"\nint8 vs float, held-out class {classes[held]} (scorers fitted on each model's own train embeddings;"
+          " 'on keras' = fitted on Keras float, run on int8 = what a device gets without --tflite)")
+    print(f"{'scorer':<22}" + "".join(f"{m + ' near':>18}{'far':>7}" for m in outputs) + f"{'int8 on keras':>15}")
+    for sname in SCORERS:
+        row = f"{sname:<22}"
+        fitted_keras = None
+        for m, (p, e) in outputs.items():
+            tp, te = train_out[m]
+            s = fit_scorer(sname, FitData(tp, te, y_fit, c, options=options))
+            fitted_keras = fitted_keras or s
+            sc = s.score_batch(p, e)
+            row += f"{auroc(sc[:n_te][known], sc[:n_te][near]):>18.3f}{auroc(sc[:n_te][known], sc[n_te:]):>7.3f}"
+        sc = fitted_keras.score_batch(*outputs["tflite int8"])
+        row += f"{auroc(sc[:n_te][known], sc[:n_te][near]):>8.3f}/{auroc(sc[:n_te][known], sc[n_te:]):.3f}"
+        print(row)
+
+    # cost on the device path: one invoke of the int8 model vs one scorer call (median of 200 frames)
+    dev = Model(tmp / "int8.tflite", num_threads=1,
+                manifest={"outputs": [{"name": "probabilities", "index": _prob_index(tmp / "int8.tflite", c)},
+                                      {"name": "embedding", "index": 1 - _prob_index(tmp / "int8.tflite", c)}]})
+    frame = images[0][:, :, ::-1].copy()
+    dev.run(frame)
+    inv = []
+    for _ in range(50):
+        dev.interpreter.set_tensor(dev._input["index"], dev.preprocess(frame))
+        t = time.perf_counter()
+        dev.interpreter.invoke()
+        inv.append(time.perf_counter() - t)
+    invoke_ms = 1000 * float(np.median(inv))
+    out = dev.run(frame)
+    print(f"\nscorer cost per frame vs one int8 invoke ({invoke_ms:.2f} ms, 1 thread, this host)")
+    print(f"{'scorer':<22}{'ms':>8}{'x invoke':>10}{'npz KB':>9}")
+    tp, te = train_out["tflite int8"]
+    for sname in SCORERS:
+        s = fit_scorer(sname, FitData(tp, te, y_fit, c, options=options))
+        params, arrays = s.state()
+        s = load_scorer({"scorer": s.name, "params": params}, arrays)  # the device's own object
+        ts = []
+        for _ in range(200):
+            t = time.perf_counter()
+            s.score(out.probabilities, out.embedding)
+            ts.append(time.perf_counter() - t)
+        ms = 1000 * float(np.median(ts))
+        kb = sum(a.nbytes for a in arrays.values()) / 1024
+        print(f"{sname:<22}{ms:>8.3f}{ms / invoke_ms:>10.3f}{kb:>9.0f}")
+
+
+def _prob_index(path: Path, n_classes: int) -> int:
+    from edgetl_device.interpreter import load_interpreter
+
+    outs = load_interpreter(path).get_output_details()
+    return next(i for i, d in enumerate(outs) if int(d["shape"][-1]) == n_classes)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache/edgetl/bench_openset")
+    ap.add_argument("--skip-int8", action="store_true")
+    ap.add_argument("--skip-loco", action="store_true")
+    ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--int8-fold", default="Freighter", help="held-out class of the fold converted to int8")
+    ap.add_argument("--shrinkage", type=float, default=0.1)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    shared = shared_data_dir()
+    ships = shared / "datasets/find-the-ship"
+    train, test = ship_samples(ships / "set-A_train"), ship_samples(ships / "set-B_test")
+    classes = sorted({lab for _, lab in train})
+    far = far_samples(shared)
+    model = None
+    needed = [("train", [p for p, _ in train]), ("test", [p for p, _ in test]), ("far", far)]
+    arrays = {}
+    for tag, paths in needed:
+        key = hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()[:12]
+        if not (args.cache / f"{tag}-{key}.npy").is_file() and model is None:
+            model = backbone_model()
+        arrays[tag] = embed(model, paths, args.cache, tag)
+    y_tr = np.array([classes.index(lab) for _, lab in train])
+    y_te = np.array([classes.index(lab) for _, lab in test])
+    if args.skip_loco:
+        res = None
+    else:
+        t0 = time.perf_counter()
+        res = loco(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], classes, SCORERS,
+                   {"k": args.k, "shrinkage": args.shrinkage})
+        log.info("leave-one-class-out fitting+scoring took %.1f s", time.perf_counter() - t0)
+        print_table(res, classes)
+    if not args.skip_int8:
+        held = classes.index(args.int8_fold)
+        int8_check(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], train, test, far, classes, held,
+                   args.cache / "tflite", {"k": args.k, "shrinkage": args.shrinkage})
+
+
+if __name__ == "__main__":
+    main()
