@@ -290,49 +290,6 @@ def empty_like(labels: list[str]) -> list[str]:
     return [c for c in labels if c.strip().lower() in EMPTY_NAMES]
 
 
-def fit_unknown_detector(run: Any, bundle_dir: Path, scorer: str, target_false_alarm: float
-                         ) -> dict[str, Any]:
-    """Fit the open-set scorer on the int8 model's own embeddings (so the threshold holds on the device),
-    calibrate on held-out known images, save it in the run and add it to the bundle."""
-    import cv2
-
-    from edgetl import bundle as host_bundle
-    from edgetl import openset
-    from edgetl_device.inference import Model
-
-    manifest = host_bundle.read_manifest(bundle_dir)
-    model = Model(bundle_dir / "model.tflite", run.labels, num_threads=2, manifest=manifest)
-    index = {c: i for i, c in enumerate(run.labels)}
-
-    def outputs(samples: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        probs, embs, ys = [], [], []
-        for s in samples:
-            img = cv2.imread(str(s.path), cv2.IMREAD_COLOR)
-            if img is None:
-                continue  # the trainer already reported unreadable files
-            out = model.run(img)  # exactly the device's preprocessing and arithmetic
-            if out.embedding is None:
-                raise EdgetlError(f"{bundle_dir}/model.tflite has no embedding output; re-export the run")
-            probs.append(out.probabilities)
-            embs.append(out.embedding)
-            ys.append(index[s.label])
-        return np.stack(probs), np.stack(embs), np.array(ys)
-
-    ptr, etr, ytr = outputs(run.samples("train"))
-    held = run.samples("val") or run.samples("test")
-    pva, eva, _ = outputs(held)
-    fitted = openset.fit_scorer(scorer, openset.FitData(ptr, etr, ytr, len(run.labels)), calib=(pva, eva))
-    known_scores = fitted.score_batch(pva, eva)
-    threshold = openset.calibrate_threshold(known_scores, target_false_alarm)
-    doc, arrays = openset.scorer_params(fitted, threshold, target_false_alarm, extra={
-        "fitted_on": "int8 model embeddings (demo)", "n_train": len(ytr), "n_calibration": len(known_scores),
-        "false_alarm_rate": openset.false_alarm_rate(known_scores, threshold)})
-    openset.save_openset(Path(run.path) / "openset", doc, arrays)
-    shutil.copyfile(Path(run.path) / "openset" / doc.get("file", "openset.npz"), bundle_dir / "openset.npz")
-    host_bundle.refresh_manifest(bundle_dir, unknown=doc)
-    return doc
-
-
 def render_real_data_video(path: Path, run: Any, profile: Profile, seed: int) -> list[dict[str, Any]]:
     """For --data: the run's held-out images of each class (1 s each), then a scene the model never saw
     (the synthetic yard with a drone crossing), then known images again. Returns the ground truth."""
@@ -534,7 +491,10 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> DemoResu
     parity = exported.parity
     echo(f"      int8 accuracy {parity['tflite_accuracy']:.3f} vs float {parity['float_accuracy']:.3f} "
          f"({exported.summary.get('size_bytes', exported.model_path.stat().st_size) / 1e6:.2f} MB)")
-    detector = fit_unknown_detector(run, bundle_dir, opts.scorer, opts.target_false_alarm)
+    from edgetl.openset import fit_run
+
+    # Fitted and calibrated on the int8 model's own outputs, so the threshold holds on the device.
+    detector = fit_run(run.path, opts.scorer, opts.target_false_alarm, tflite=exported.model_path, bundle=bundle_dir)
     echo(f"      unknown detector: {detector['scorer']}, threshold {detector['threshold']:.4g} "
          f"({detector['target_false_alarm']:.0%} of held-out known images flagged)")
     private, public = host_bundle.generate_keys(out / "keys" / "demo")
@@ -595,7 +555,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> DemoResu
         run_dir=run.path.resolve(), val_accuracy=result.val_accuracy, bundle_dir=bundle_dir, parity={
             k: parity.get(k) for k in ("float_accuracy", "tflite_accuracy", "drop_points", "n")},
         unknown_detector={k: detector.get(k) for k in ("scorer", "threshold", "target_false_alarm",
-                                                       "false_alarm_rate")},
+                                                       "val_false_alarm", "n_val")},
         key_id=kid, video=video, truth=truth, report=report_path, timings=timings, **device)
     (out / "summary.json").write_text(json.dumps(_jsonable(asdict(res)), indent=2) + "\n")
     return res
