@@ -21,6 +21,14 @@ from edgetl.errors import EdgetlError
 
 
 def _peak_rss_mb() -> float:
+    # Linux: VmHWM of this process image. ru_maxrss survives execve, so a child forked from a big
+    # parent (a training process) would report the parent's peak.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     # ru_maxrss is KiB on Linux, bytes on macOS
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
