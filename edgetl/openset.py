@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FALSE_ALARM = 0.05
 AUTO_TIE = 0.01
+# near evidence (class-relative Mahalanobis, max logit of the fitted head) + far evidence (kNN)
+COMBINED_PARTS = ("relative_mahalanobis", "maxlogit", "knn")
 AUTO_PREFERENCE = ("combined", "relative_mahalanobis", "knn", "mahalanobis", "energy", "cosine", "maxlogit", "msp")
 AUTO_CANDIDATES = ("msp", "energy", "cosine", "knn", "mahalanobis", "relative_mahalanobis", "combined")
 
@@ -227,7 +229,7 @@ def fit_scorer(name: str, data: FitData, calib: tuple[np.ndarray, np.ndarray] | 
         return fit_mahalanobis(data.embeddings, data.labels, relative=name == "relative_mahalanobis",
                                shrinkage=float(opts.get("shrinkage", 0.1)))
     if name == "combined":
-        parts = [fit_scorer(p, data) for p in opts.get("parts", ("relative_mahalanobis", "knn"))]
+        parts = [fit_scorer(p, data) for p in opts.get("parts", COMBINED_PARTS)]
         cp, ce = calib if calib is not None else (data.probs, data.embeddings)
         scores = [p.score_batch(cp, ce) for p in parts]
         weights = opts.get("weights") or [1.0] * len(parts)

@@ -24,11 +24,16 @@ import argparse
 import csv
 import hashlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# one BLAS thread: the device scores frames on one core, and a busy host makes threaded BLAS erratic
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -171,8 +176,13 @@ def int8_check(e_tr, y_tr, e_te, y_te, e_far, train, test, far, classes, held: i
     calib_paths = [p for (p, _), k in zip(train, keep, strict=True) if k][::8]
     calib, _, _ = load_images(calib_paths, SIZE, desc="calibration")
     t0 = time.perf_counter()
-    (tmp / "float.tflite").write_bytes(convert(graph, "float32", "float32"))
-    (tmp / "int8.tflite").write_bytes(convert(graph, "int8", "uint8", calib))
+    stamp = tmp / f"fold-{classes[held]}.txt"  # reuse the conversions of the same fold (same embeddings cache)
+    if not stamp.is_file():
+        (tmp / "float.tflite").write_bytes(convert(graph, "float32", "float32"))
+        (tmp / "int8.tflite").write_bytes(convert(graph, "int8", "uint8", calib))
+        for old in tmp.glob("fold-*.txt"):
+            old.unlink()
+        stamp.write_text(f"{len(calib)} calibration images\n")
     log.info("converted float32 + int8 in %.0f s (%d calibration images)", time.perf_counter() - t0, len(calib))
     eval_paths = [p for p, _ in test] + far
     images, _, _ = load_images(eval_paths, SIZE, desc="eval images")
