@@ -33,10 +33,10 @@ class TrainConfig:
     weights: str = "imagenet"  # imagenet | none | PATH
     epochs: int = 10  # phase 1 (head)
     fine_tune_epochs: int = 5  # phase 2; 0 = skip
-    fine_tune_blocks: int = 2  # how many top backbone blocks to unfreeze in phase 2
+    fine_tune_blocks: int = 6  # how many top backbone blocks to unfreeze in phase 2
     batch_size: int = 32
     learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 3e-5
+    fine_tune_learning_rate: float = 1e-4
     fine_tune_guard: bool = True  # revert phase 2 when it ends with a higher val loss than phase 1
     dropout: float = 0.2
     label_smoothing: float = 0.1

@@ -22,8 +22,8 @@ from tests.support.shared import shared_data_dir  # noqa: E402
 
 W035 = "weights/mobilenet_v2_0.35_224_no_top.h5"
 WQAT = "weights/mobilenet_v2_1.0_224_coral_qat_no_top.weights.h5"
-COMMON = dict(backbone="mobilenet_v2", size=224, cache_embeddings=True, augment=True, epochs=40, patience=5,
-              learning_rate=1e-3, fine_tune_blocks=3, fine_tune_epochs=5, fine_tune_learning_rate=1e-4, seed=0)
+COMMON = dict(backbone="mobilenet_v2", size=224, cache_embeddings=True, augment=True, epochs=60, patience=8,
+              learning_rate=3e-3, fine_tune_blocks=8, fine_tune_epochs=8, fine_tune_learning_rate=1e-4, seed=0)
 
 
 def runs(root: Path) -> dict[str, dict]:
@@ -64,7 +64,7 @@ def main() -> None:
         sys.exit(f"shared data not found at {root} (set EDGETL_SHARED_DATA)")
     out_root = args.out or Path(tempfile.mkdtemp(prefix="bench_train_"))
     plan = runs(root)
-    names = args.only or ["hymenoptera", "phase1-speed", "hymenoptera-qat", "find-the-ship", "flowers5"]
+    names = args.only or ["hymenoptera", "find-the-ship", "hymenoptera-qat", "flowers5", "phase1-speed"]
     table = Table("dataset", "split", "n train/val", "val acc", "target", "load s", "embed s", "phase 1 s",
                   "phase 2 s", "total s", title="edgetl train (MobileNetV2, 224 px, this machine)")
     rows = []
