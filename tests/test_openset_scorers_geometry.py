@@ -135,3 +135,18 @@ def test_missing_embedding_is_a_clear_error(world):
         scorer.score(np.ones(C) / C, None)
     with pytest.raises(DeviceError, match="unknown open-set scorer"):
         build_scorer("vim", {}, {})
+
+
+def test_outlier_exposure_raises_energy_of_outlier_like_frames(world):
+    rng = np.random.default_rng(4)
+    # outliers the user has: mixtures of two classes (the confusable region between them)
+    mix = l2_normalise(world["centers"][0] + world["centers"][1] + 0.15 * rng.standard_normal((200, D)))
+    fresh = l2_normalise(world["centers"][0] + world["centers"][1] + 0.15 * rng.standard_normal((200, D)))
+    base = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C)
+    exposed = FitData(base.probs, base.embeddings, base.labels, C, outliers=mix)
+    plain, oe = fit_scorer("energy", base), fit_scorer("energy", exposed)
+    known = world["e_va"]
+    gain_plain = auroc(plain.score_batch(None, known), plain.score_batch(None, fresh))
+    gain_oe = auroc(oe.score_batch(None, known), oe.score_batch(None, fresh))
+    assert gain_oe > gain_plain
+    assert (oe.logits(known).argmax(1) == world["y_va"]).mean() > 0.95  # still classifies the known classes
