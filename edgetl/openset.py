@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FALSE_ALARM = 0.05
 AUTO_TIE = 0.01
+DEFAULT_RANK = 256  # Mahalanobis directions kept (0 = all): D x 256 on the device, not D x D
 # near evidence (class-relative Mahalanobis, max logit of the fitted head) + far evidence (kNN)
 COMBINED_PARTS = ("relative_mahalanobis", "maxlogit", "knn")
 AUTO_PREFERENCE = ("combined", "relative_mahalanobis", "knn", "mahalanobis", "energy", "cosine", "maxlogit", "msp")
@@ -167,16 +168,18 @@ def _whiten(centered: np.ndarray, shrinkage: float, rank: int | None) -> np.ndar
 
 
 def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray, relative: bool = False,
-                    shrinkage: float = 0.1) -> Mahalanobis:
+                    shrinkage: float = 0.1, rank: int | None = None) -> Mahalanobis:
+    """Shared-covariance class Gaussians. `rank` keeps the top principal directions only: the device
+    then does a D x rank product instead of D x D (cost scales with it)."""
     e, y = _check(embeddings, labels)
     classes = np.unique(y)
     means = np.stack([e[y == c].mean(0) for c in classes])
     centered = e - means[np.searchsorted(classes, y)]
-    whiten = _whiten(centered, shrinkage, None)
+    whiten = _whiten(centered, shrinkage, rank)
     if not relative:
         return Mahalanobis(means, whiten)
     mu0 = e.mean(0)
-    return Mahalanobis(means, whiten, mu0, _whiten(e - mu0, shrinkage, None))
+    return Mahalanobis(means, whiten, mu0, _whiten(e - mu0, shrinkage, rank))
 
 
 def subsample_bank(embeddings: np.ndarray, labels: np.ndarray, size: int = MAX_BANK,
@@ -226,8 +229,9 @@ def fit_scorer(name: str, data: FitData, calib: tuple[np.ndarray, np.ndarray] | 
         bank = subsample_bank(data.embeddings, data.labels, int(opts.get("bank_size", MAX_BANK)))
         return KNN(bank, k=min(int(opts.get("k", 1)), len(bank)))
     if name in ("mahalanobis", "relative_mahalanobis"):
+        rank = opts.get("rank", DEFAULT_RANK)
         return fit_mahalanobis(data.embeddings, data.labels, relative=name == "relative_mahalanobis",
-                               shrinkage=float(opts.get("shrinkage", 0.1)))
+                               shrinkage=float(opts.get("shrinkage", 0.1)), rank=None if not rank else int(rank))
     if name == "combined":
         parts = [fit_scorer(p, data) for p in opts.get("parts", COMBINED_PARTS)]
         cp, ce = calib if calib is not None else (data.probs, data.embeddings)

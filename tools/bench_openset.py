@@ -259,6 +259,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=1)
     ap.add_argument("--int8-fold", default="Freighter", help="held-out class of the fold converted to int8")
     ap.add_argument("--shrinkage", type=float, default=0.1)
+    ap.add_argument("--rank", type=int, default=256, help="Mahalanobis directions kept (0 = all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     shared = shared_data_dir()
@@ -281,13 +282,13 @@ def main() -> None:
     else:
         t0 = time.perf_counter()
         res = loco(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], classes, SCORERS,
-                   {"k": args.k, "shrinkage": args.shrinkage})
+                   {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank})
         log.info("leave-one-class-out fitting+scoring took %.1f s", time.perf_counter() - t0)
         print_table(res, classes)
     if not args.skip_int8:
         held = classes.index(args.int8_fold)
         int8_check(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], train, test, far, classes, held,
-                   args.cache / "tflite", {"k": args.k, "shrinkage": args.shrinkage})
+                   args.cache / "tflite", {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank})
 
 
 if __name__ == "__main__":

@@ -170,22 +170,24 @@ class Mahalanobis(Scorer):
 
     def __init__(self, means: np.ndarray, whiten: np.ndarray, background_mean: np.ndarray | None = None,
                  background_whiten: np.ndarray | None = None) -> None:
-        # float64: relative Mahalanobis subtracts two large distances, float32 rounding would show
-        self.whiten = np.asarray(whiten, dtype=np.float64)
-        self.means = np.asarray(means, dtype=np.float64)
-        self.projected_means = self.means @ self.whiten
+        # projections in float32 (the cost: D x rank), distances summed in float64 because relative
+        # Mahalanobis subtracts two large numbers
+        self.whiten = np.asarray(whiten, dtype=np.float32)
+        self.means = np.asarray(means, dtype=np.float32)
+        self.projected_means = (self.means @ self.whiten).astype(np.float64)
         self.relative = background_mean is not None
         self.name = "relative_mahalanobis" if self.relative else "mahalanobis"
         if self.relative:
-            self.background_mean = np.asarray(background_mean, dtype=np.float64).reshape(-1)
-            self.background_whiten = np.asarray(background_whiten, dtype=np.float64)
+            self.background_mean = np.asarray(background_mean, dtype=np.float32).reshape(-1)
+            self.background_whiten = np.asarray(background_whiten, dtype=np.float32)
+            self.projected_background = (self.background_mean @ self.background_whiten).astype(np.float64)
 
     def class_distances(self, embeddings: np.ndarray) -> np.ndarray:
-        e = self._emb(embeddings).astype(np.float64)
-        z = e @ self.whiten
+        e = self._emb(embeddings)
+        z = (e @ self.whiten).astype(np.float64)
         d = ((z[:, None, :] - self.projected_means[None, :, :]) ** 2).sum(axis=2)
         if self.relative:
-            z0 = (e - self.background_mean) @ self.background_whiten
+            z0 = (e @ self.background_whiten).astype(np.float64) - self.projected_background
             d = d - (z0 ** 2).sum(axis=1, keepdims=True)
         return d
 
@@ -193,11 +195,9 @@ class Mahalanobis(Scorer):
         return self.class_distances(embeddings).min(axis=1)
 
     def state(self):
-        f32 = np.float32  # shipped as float32 (half the bundle size; the rounding is far below the noise)
-        arrays = {"means": self.means.astype(f32), "whiten": self.whiten.astype(f32)}
+        arrays = {"means": self.means, "whiten": self.whiten}
         if self.relative:
-            arrays |= {"background_mean": self.background_mean.astype(f32),
-                       "background_whiten": self.background_whiten.astype(f32)}
+            arrays |= {"background_mean": self.background_mean, "background_whiten": self.background_whiten}
         return {}, arrays
 
 
