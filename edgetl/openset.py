@@ -233,9 +233,17 @@ def fit_scorer(name: str, data: FitData, calib: tuple[np.ndarray, np.ndarray] | 
         return fit_mahalanobis(data.embeddings, data.labels, relative=name == "relative_mahalanobis",
                                shrinkage=float(opts.get("shrinkage", 0.1)), rank=None if not rank else int(rank))
     if name == "combined":
-        parts = [fit_scorer(p, data) for p in opts.get("parts", COMBINED_PARTS)]
-        cp, ce = calib if calib is not None else (data.probs, data.embeddings)
-        scores = [p.score_batch(cp, ce) for p in parts]
+        names = opts.get("parts", COMBINED_PARTS)
+        parts = [fit_scorer(p, data) for p in names]
+        if calib is not None:
+            scores = [p.score_batch(*calib) for p in parts]
+        else:
+            # no held-out frames: standardise on a quarter of the training data scored by parts fitted on
+            # the rest (training frames scored by parts fitted on themselves look too familiar, kNN = 0)
+            held = np.random.default_rng(0).random(len(data.labels)) < 0.25
+            rest = FitData(data.probs[~held], data.embeddings[~held], data.labels[~held], data.n_classes,
+                           data.outliers, opts)
+            scores = [fit_scorer(p, rest).score_batch(data.probs[held], data.embeddings[held]) for p in names]
         weights = opts.get("weights") or [1.0] * len(parts)
         # std floor 1e-3: below that a part's spread is float16/int8 rounding (e.g. kNN on near-duplicate
         # frames) and dividing by it would let rounding noise dominate the sum
