@@ -586,8 +586,9 @@ def run_device(out: Path, bundle_dir: Path, public_key: Path, video: Path, broke
         device_id=DEVICE_ID,
         camera=CameraConfig(source=str(video)),
         model=ModelConfig(bundle=bundle_dir, num_threads=2),
-        # A security camera: record when something unknown appears; "Empty" never triggers.
-        decision=DecisionConfig(ignore_classes=ignore, record_unknown=True),
+        # A security camera: record when something unknown appears; "Empty" never triggers. 5 of 6 frames
+        # (half a second) must agree: the last sliver of a car leaving the view is odd for a few frames.
+        decision=DecisionConfig(ignore_classes=ignore, record_unknown=True, k=5, n=6),
         recording=RecordingConfig(pre_roll=1.0, post_roll=1.0, cooldown=1.0),
         storage=StorageConfig(data_dir=data_dir, min_free_mb=16.0),
         mqtt=mqtt,
