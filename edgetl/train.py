@@ -37,7 +37,7 @@ class TrainConfig:
     batch_size: int = 32
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
-    fine_tune_guard: bool = True  # revert phase 2 when it ends with a higher val loss than phase 1
+    fine_tune_guard: bool = True  # revert phase 2 when it ends with worse val accuracy (loss on ties)
     dropout: float = 0.2
     label_smoothing: float = 0.1
     class_weights: bool = True
@@ -263,7 +263,7 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
     fine_tune_kept = None
     if cfg.fine_tune_epochs > 0 and cfg.fine_tune_blocks > 0:
         before_weights = model.get_weights()
-        before_loss = _val_loss(model, xva, yva1, cfg.label_smoothing, cfg.batch_size)
+        before = _val_score(model, xva, yva1, cfg.label_smoothing, cfg.batch_size)
         with strategy.scope():
             for layer in top_block_layers(backbone_layers, cfg.fine_tune_blocks):
                 if not isinstance(layer, keras.layers.BatchNormalization):
@@ -275,11 +275,11 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
                         _dataset(xva, yva1, cfg.batch_size, False, cfg.seed), cfg.fine_tune_epochs,
                         cfg.patience, class_weight, "phase 2 (fine-tune)", "fine_tune")
         # Fine-tuning must not make the delivered model worse than the head alone (small data can overfit).
-        after_loss = _val_loss(model, xva, yva1, cfg.label_smoothing, cfg.batch_size)
-        fine_tune_kept = after_loss <= before_loss or not cfg.fine_tune_guard
+        after = _val_score(model, xva, yva1, cfg.label_smoothing, cfg.batch_size)
+        fine_tune_kept = after >= before or not cfg.fine_tune_guard
         if not fine_tune_kept:
-            log.warning("fine-tuning raised val loss (%.4f -> %.4f); keeping the phase 1 weights",
-                        before_loss, after_loss)
+            log.warning("fine-tuning made validation worse (accuracy %.4f -> %.4f, loss %.4f -> %.4f); keeping "
+                        "the phase 1 weights", before[0], after[0], -before[1], -after[1])
             model.set_weights(before_weights)
     timings["phase2_s"] = time.perf_counter() - t
     for layer in model.layers:
@@ -322,11 +322,12 @@ def _phase1_cached(model, strategy, cfg: TrainConfig, xtr, ytr1, xva, yva1, clas
     return rows
 
 
-def _val_loss(model, x: np.ndarray, y1: np.ndarray, smoothing: float, batch: int) -> float:
-    """Cross-entropy with the training's label smoothing, as Keras reports val_loss."""
+def _val_score(model, x: np.ndarray, y1: np.ndarray, smoothing: float, batch: int) -> tuple[float, float]:
+    """(accuracy, -loss) on validation: compared as a tuple, accuracy decides and loss breaks ties."""
     p = np.clip(predict_batches(model, x, batch), 1e-7, 1.0)
     target = y1 * (1.0 - smoothing) + smoothing / y1.shape[1]
-    return float(-np.mean(np.sum(target * np.log(p), axis=1)))
+    loss = float(-np.mean(np.sum(target * np.log(p), axis=1)))
+    return float(np.mean(p.argmax(1) == y1.argmax(1))), -loss
 
 
 def _predict(model, x: np.ndarray, batch: int) -> np.ndarray:

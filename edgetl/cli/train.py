@@ -47,7 +47,7 @@ def train_cmd(
     learning_rate: float = typer.Option(1e-3, "--lr", help="Phase 1 learning rate."),
     fine_tune_learning_rate: float = typer.Option(1e-4, "--fine-tune-lr", help="Phase 2 learning rate (cosine)."),
     fine_tune_guard: bool = typer.Option(True, "--fine-tune-guard/--no-fine-tune-guard",
-                                         help="Revert phase 2 if it ends with a higher val loss than phase 1."),
+                                         help="Revert phase 2 if validation got worse than after phase 1."),
     dropout: float = typer.Option(0.2),
     label_smoothing: float = typer.Option(0.1),
     class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
