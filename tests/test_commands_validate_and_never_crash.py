@@ -47,12 +47,15 @@ def test_valid_commands_act_on_the_device_and_answer(target, reporter, tmp_path)
     results = read_jsonl(tmp_path / "report.jsonl", "cmd_result")
     assert [r["request_id"] for r in results[:3]] == ["r1", "r2", "r3"]
     assert all(r["ok"] and r["schema"] == 1 and r["command"] for r in results)
+    # energy / Mahalanobis / combined open-set thresholds are negative numbers
+    assert run("set_threshold", {"value": -1.25}, target, reporter)["ok"] and target.threshold == -1.25
 
 
 @pytest.mark.parametrize("name, doc, why", [
     ("reboot", {}, "unknown command"),
     ("set_threshold", {"value": "0.5"}, "value"),
-    ("set_threshold", {"value": -1}, "greater than or equal"),
+    ("set_threshold", {"value": -2e6}, "greater than or equal"),
+    ("set_threshold", {"value": 2e6}, "less than or equal"),
     ("set_threshold", {}, "value: Field required"),
     ("set_threshold", {"value": 0.4, "schema": 2}, "schema"),
     ("set_threshold", {"value": 0.4, "colour": "red"}, "colour"),

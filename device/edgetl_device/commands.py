@@ -57,7 +57,11 @@ class Ping(Command):
 
 
 class SetThreshold(Command):
-    value: Number = Field(ge=0.0, le=1e6, description="Unknown-score threshold (scale depends on the scorer).")
+    value: Number = Field(
+        ge=-1e6, le=1e6,
+        description="Unknown-score threshold; its scale depends on the scorer (energy, Mahalanobis and the "
+        "combined score can be negative).",
+    )
 
     @model_validator(mode="after")
     def _finite(self) -> SetThreshold:

@@ -11,6 +11,7 @@ between frames.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import signal
@@ -363,8 +364,9 @@ class Runtime:
 
     def set_threshold(self, value: float) -> None:
         value = float(value)
-        if not 0.0 <= value <= 1e9:
-            raise DeviceError(f"threshold {value} must be >= 0")
+        # Open-set scores (energy, Mahalanobis, combined) live on their own scales and may be negative.
+        if not math.isfinite(value):
+            raise DeviceError(f"threshold {value} must be a finite number")
         self._between_frames(lambda: setattr(self.decider, "threshold", value))
         log.info("unknown threshold set to %.4g", value)
 

@@ -32,7 +32,7 @@ class ModelHolder:
         self.snapshots = 0
 
     def set_threshold(self, value: float) -> None:
-        if not 0.0 <= value <= 1e6:
+        if not -1e6 <= value <= 1e6:
             raise DeviceError(f"threshold {value} out of range")
         self.threshold = value
 
