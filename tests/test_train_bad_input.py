@@ -22,8 +22,10 @@ def _cli_error(args: list[str]) -> str:
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
-    return lines[0]
+    # progress logging may precede it, but the error itself is one line, last, with no traceback
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in res.output, res.output
+    return errors[0]
 
 
 def test_odd_images_train_and_broken_ones_are_skipped_and_reported(tmp_path):

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import typer
 
+from edgetl_device import logs
 from edgetl_device.errors import DeviceError
 
 app = typer.Typer(
@@ -36,14 +37,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(verbose: bool = False, fmt: str = "text") -> None:
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logs.setup_logging(verbose, JsonFormatter() if fmt == "json" else None)
 
 
 def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,12 +6,11 @@ commands so that `edgetl --help` stays fast.
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from edgetl.cli import data, demo, export, fleet, openset, train, visualize
 from edgetl.cli._errors import wrap_user_errors
+from edgetl_device.logs import setup_logging
 
 app = typer.Typer(
     name="edgetl",
@@ -24,10 +23,7 @@ app = typer.Typer(
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(verbose)
 
 
 data.register(app)
