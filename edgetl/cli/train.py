@@ -59,8 +59,9 @@ def train_cmd(
     val_split: float = typer.Option(0.2, help="Validation fraction when DATA has no val split."),
     seed: int = typer.Option(0),
     strategy: str = typer.Option("default", help="default|mirrored|multiworker (tf.distribute)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write RUN/report.html at the end."),
 ) -> None:
-    """Transfer-learn a classifier and write a run folder (model.keras, labels, metrics, plots)."""
+    """Transfer-learn a classifier and write a run folder (model.keras, labels, metrics, plots, report)."""
     from edgetl.train import train
 
     result = train(
@@ -78,6 +79,10 @@ def train_cmd(
                f"phase 1 {t['phase1_s']:.0f}, phase 2 {t['phase2_s']:.0f})  -> {result.path}")
     if result.metrics.get("skipped"):
         typer.echo(f"skipped {len(result.metrics['skipped'])} unreadable image(s); see metrics.json", err=True)
+    if report:
+        from edgetl.report import write_report
+
+        typer.echo(f"report: {write_report(result.path)}")
 
 
 def evaluate_cmd(
