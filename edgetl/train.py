@@ -238,15 +238,25 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
 
     from edgetl.backbones import build_classifier, top_block_layers
 
+    # Without pretrained weights there is nothing worth freezing: a random frozen backbone stays at chance.
+    # Then the whole network (batch norm included, in training mode) learns in phase 1 and phase 2 is moot.
+    from_scratch = cfg.weights == "none"
+    if from_scratch:
+        log.warning("no pretrained weights: training the whole %s from scratch; expect far lower accuracy "
+                    "than transfer learning (give --weights PATH or imagenet)", cfg.backbone)
     with strategy.scope():
         model, backbone_layers = build_classifier(cfg.backbone, cfg.alpha, cfg.size, cfg.weights, n, cfg.dropout)
         for layer in backbone_layers:
-            layer.trainable = False
+            layer.trainable = from_scratch
+            if from_scratch and isinstance(layer, keras.layers.BatchNormalization):
+                # MobileNet's 0.999 momentum leaves the moving statistics at their init after a short run,
+                # so inference-mode outputs stay at chance although the training loss falls.
+                layer.momentum = 0.9
 
-    # Phase 1: the head on a frozen backbone.
+    # Phase 1: the head on a frozen backbone (or everything, from scratch).
     t = time.perf_counter()
     if cfg.epochs > 0:
-        if cfg.cache_embeddings or not cfg.augment:
+        if (cfg.cache_embeddings or not cfg.augment) and not from_scratch:
             history += _phase1_cached(model, strategy, cfg, xtr, ytr1, xva, yva1, class_weight, timings)
         else:
             with strategy.scope():
@@ -254,14 +264,14 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
                               metrics=["accuracy"])
             history += _fit(model, _dataset(xtr, ytr1, cfg.batch_size, True, cfg.seed, augment),
                             _dataset(xva, yva1, cfg.batch_size, False, cfg.seed), cfg.epochs, cfg.patience,
-                            class_weight, "phase 1 (head)", "head")
+                            class_weight, "phase 1 (whole network)" if from_scratch else "phase 1 (head)", "head")
     timings["phase1_s"] = time.perf_counter() - t
 
     # Phase 2: unfreeze the top blocks; batch norm stays in inference mode (frozen statistics), which
     # is what keeps small-batch fine-tuning stable and is required for BN-folded (QAT) weights.
     t = time.perf_counter()
     fine_tune_kept = None
-    if cfg.fine_tune_epochs > 0 and cfg.fine_tune_blocks > 0:
+    if cfg.fine_tune_epochs > 0 and cfg.fine_tune_blocks > 0 and not from_scratch:
         before_weights = model.get_weights()
         before = _val_score(model, xva, yva1, cfg.label_smoothing, cfg.batch_size)
         with strategy.scope():
