@@ -112,7 +112,9 @@ def test_monitor_cli_prints_the_table_once(broker, tmp_path):
     cam = SimDevice("cam7", "127.0.0.1", broker.port, tmp_path, model_version="3.3.3")
     try:
         assert cam.wait_connected(10)
-        r = CliRunner().invoke(app, ["fleet", "monitor", "--broker", broker.url, "--once", "--duration", "1"])
+        # a wide terminal, so that rich does not squeeze the cells this test reads
+        r = CliRunner().invoke(app, ["fleet", "monitor", "--broker", broker.url, "--once", "--duration", "1"],
+                               env={"COLUMNS": "200"})
         assert r.exit_code == 0, r.output
         assert "cam7" in r.output and "3.3.3" in r.output and "1 online" in r.output
     finally:

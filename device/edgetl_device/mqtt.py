@@ -61,7 +61,8 @@ class MqttReporter:
     """Reporter over MQTT (paho-mqtt 2.x, MQTT 3.1.1). Starts connecting at once, in the background."""
 
     def __init__(self, config: MqttConfig, device_id: str,
-                 telemetry_source: Callable[[], dict[str, Any]] | None = None) -> None:
+                 telemetry_source: Callable[[], dict[str, Any]] | None = None,
+                 model_version: str | None = None) -> None:
         if not _ID_RE.match(device_id):
             raise DeviceError(f"device id {device_id!r} must be 1-64 letters, digits, '.', '_' or '-' "
                               "(it is an MQTT topic level and the client id)")
@@ -73,7 +74,7 @@ class MqttReporter:
         self.topics = {kind: f"{self.base}/{kind}" for kind in ("status", "events", "telemetry", "cmd_result")}
         self.outbox = Outbox(config.outbox_path, config.outbox_max_events, config.drop_policy, config.outbox_sync)
         self.host = HostTelemetry(disk_path=config.outbox_path.parent if config.outbox_path.parent.exists() else ".")
-        self.model_version: str | None = None
+        self.model_version = model_version  # set before connecting: the first retained status carries it
         self.reconnects = 0
         self.last_error: str | None = None
 

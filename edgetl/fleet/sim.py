@@ -54,8 +54,8 @@ class SimDevice:
         config = MqttConfig(host=host, port=port, prefix=prefix, telemetry_interval=telemetry_interval,
                             outbox_path=self.workdir / "outbox.sqlite3", outbox_sync=outbox_sync,
                             **mqtt)  # tls, username, password, ...
-        self.reporter = MqttReporter(config, device_id, telemetry_source=self._telemetry)
-        self.reporter.model_version = model_version  # announced in the retained status on connect
+        self.reporter = MqttReporter(config, device_id, telemetry_source=self._telemetry,
+                                     model_version=model_version)  # announced in the retained status on connect
         self.reporter.subscribe(self.on_command)
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
