@@ -255,10 +255,7 @@ class Runtime:
         if self.camera is not None:
             self.camera.stop()
         self.state = "stopped"
-        try:
-            write_json_atomic(self.data_dir / "status.json", self.status())
-        except OSError:
-            pass
+        self._report_status()  # a final snapshot: a short run must not end without any telemetry
         if self._own_reporter:
             self.reporter.stop()
         log.info("runtime stopped after %d frames (%d inferred)", self.frames_in, self.frames_inferred)
