@@ -8,6 +8,7 @@ get the `libedgetpu` delegate; without a TPU they fail with a clear message.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 import os
@@ -66,6 +67,9 @@ def load_interpreter(path: str | os.PathLike[str], num_threads: int | None = Non
     delegates = []
     if want_tpu:
         try:
+            # Probe the shared library first: a failed load_delegate leaves a half-built Delegate whose
+            # destructor raises inside LiteRT.
+            ctypes.CDLL(EDGETPU_LIBRARY)
             delegates = [module.load_delegate(EDGETPU_LIBRARY)]
         except (ValueError, OSError, RuntimeError) as exc:
             raise DeviceError(

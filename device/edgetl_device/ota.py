@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl_device.bundle import Bundle, extract_bundle, open_bundle
+from edgetl_device.bundle import Bundle, extract_bundle, open_bundle, sha256_file
 from edgetl_device.errors import DeviceError
 from edgetl_device.events import SCHEMA_VERSION
 from edgetl_device.interpreter import load_interpreter
@@ -41,14 +41,6 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 256 * 1024
 STALE_TRANSFER_S = 3600.0  # an unfinished chunked transfer is dropped after an hour of silence
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def chunk_commands(archive: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES,
@@ -184,7 +176,7 @@ class ModelUpdater:
         if source.is_file():
             if source.stat().st_size > self.max_bytes:
                 raise DeviceError(f"update_model: {source} is over the {self.max_bytes >> 20} MiB limit")
-            if expected_sha256 and sha256_of(source) != expected_sha256.lower():
+            if expected_sha256 and sha256_file(source) != expected_sha256.lower():
                 raise DeviceError("update_model refused: the archive's sha256 does not match; re-send it")
             return dest, extract_bundle(source, dest, self.trusted_keys, self.allow_unsigned)
         if expected_sha256:

@@ -10,7 +10,6 @@ reached keep their current model.
 from __future__ import annotations
 
 import functools
-import hashlib
 import http.server
 import json
 import logging
@@ -31,6 +30,7 @@ import yaml
 from edgetl.errors import EdgetlError
 from edgetl.fleet import mqtt as fleet_mqtt
 from edgetl.fleet.topics import COMMANDS, command_topic, parse_topic
+from edgetl_device.bundle import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -194,14 +194,6 @@ def bundle_archive(bundle: Path, workdir: Path) -> Path:
 
         return pack_bundle(bundle, workdir / f"{bundle.name}.tar.gz")
     raise EdgetlError(f"bundle not found or not a bundle: {bundle} (give the folder or .tar.gz from `edgetl export`)")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class BundleServer:
