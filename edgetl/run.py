@@ -24,6 +24,16 @@ def write_split_csv(path: Path, splits: dict[str, list[Sample]]) -> None:
                 w.writerow([str(Path(s.path).resolve()), s.label, split])
 
 
+def write_history_csv(path: Path, history: list[dict]) -> None:
+    """One row per epoch: `epoch`, `phase`, then every metric Keras logged (sorted)."""
+    keys = ["epoch", "phase"] + sorted({k for row in history for k in row} - {"phase"})
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for i, row in enumerate(history, start=1):
+            w.writerow({"epoch": i, **row})
+
+
 def read_split_csv(path: Path) -> dict[str, list[Sample]]:
     out: dict[str, list[Sample]] = {}
     with path.open(newline="") as f:

@@ -3,7 +3,6 @@ of the top blocks with batch norm kept in inference mode. Writes a run folder (D
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
@@ -18,7 +17,7 @@ import numpy as np
 from edgetl import data as D
 from edgetl.errors import EdgetlError
 from edgetl.metrics import classification_report
-from edgetl.run import Run, predict_batches, write_split_csv
+from edgetl.run import Run, predict_batches, write_history_csv, write_split_csv
 
 log = logging.getLogger(__name__)
 
@@ -368,12 +367,7 @@ def _write_run(out: Path, model, cfg: TrainConfig, classes, splits, history, met
     config["edgetl_version"] = edgetl.__version__
     (out / "config.json").write_text(json.dumps(config, indent=2))
     write_split_csv(out / "split.csv", splits)
-    keys = ["epoch", "phase"] + sorted({k for row in history for k in row} - {"phase"})
-    with (out / "history.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for i, row in enumerate(history, start=1):
-            w.writerow({"epoch": i, **row})
+    write_history_csv(out / "history.csv", history)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_curves(history, out / "curves.png")
     plot_confusion_matrix(np.array(metrics["val"]["confusion_matrix"]), classes, out / "confusion_matrix.png",

@@ -14,6 +14,7 @@ import pytest
 from edgetl_device.camera import Camera, grab_one, source_kind
 from edgetl_device.config import CameraConfig
 from edgetl_device.errors import DeviceError
+from tests.support.waiting import wait_until
 
 
 def test_source_kinds():
@@ -135,12 +136,7 @@ class _Mjpeg:
 
 
 def _wait(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(cond, timeout)
 
 
 def test_stream_that_vanishes_and_comes_back_is_reconnected():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -17,17 +16,13 @@ from edgetl.fleet.mqtt import BrokerOptions
 from edgetl.fleet.recorder import Recorder
 from edgetl.fleet.sim import SimDevice
 from edgetl.fleet.store import open_store
+from tests.support.waiting import wait_until
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return wait_until(predicate, timeout)
 
 
 def test_recorder_stores_every_event_once_and_cli_exports(broker, tmp_path):

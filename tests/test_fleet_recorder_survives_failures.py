@@ -10,15 +10,11 @@ from edgetl.fleet.mqtt import BrokerOptions
 from edgetl.fleet.recorder import Recorder
 from edgetl.fleet.sim import SimDevice
 from edgetl.fleet.store import SqliteStore
+from tests.support.waiting import wait_until
 
 
 def _wait(predicate, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return wait_until(predicate, timeout)
 
 
 def test_broker_restart_with_persistence_loses_no_event(broker_factory, tmp_path):

@@ -8,7 +8,6 @@ model and metrics computed from its real predictions, for the visualise/report t
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +105,7 @@ def write_run(root: Path, model, history) -> Path:
     from edgetl.data import Sample
     from edgetl.metrics import classification_report
     from edgetl.plots import plot_confusion_matrix, plot_curves
-    from edgetl.run import write_split_csv
+    from edgetl.run import write_history_csv, write_split_csv
 
     root.mkdir(parents=True, exist_ok=True)
     img_dir = root / "images"
@@ -128,12 +127,7 @@ def write_run(root: Path, model, history) -> Path:
                                                   "weights": None, "seed": 0, "data": "synthetic patches"}))
     rows = [{"phase": "head", **{k: float(v[e]) for k, v in history.history.items()}}
             for e in range(len(next(iter(history.history.values()))))]
-    keys = ["epoch", "phase"] + sorted({k for row in rows for k in row} - {"phase"})
-    with (root / "history.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for i, row in enumerate(rows, start=1):
-            w.writerow({"epoch": i, **row})
+    write_history_csv(root / "history.csv", rows)
     metrics: dict = {"labels": list(LABELS)}
     for split in ("val", "test"):
         # the images as saved (uint8), exactly what a reader of split.csv gets
