@@ -199,14 +199,63 @@ def top_block_layers(layers: list, blocks: int) -> list:
     return layers[start:]
 
 
+EMBEDDINGS = ("gap", "multiscale")
+
+
+def mid_level_features(layers: list, features):
+    """The last backbone output at twice the final resolution (stride 16 on stride-32 backbones), or None.
+
+    Small objects in a wide fixed view (a ship on a board, a person far from the camera) cover a few
+    cells of the 7x7 final map, so its average drowns them; a max over the 14x14 map keeps them."""
+    h, w = features.shape[1], features.shape[2]
+    for layer in reversed(layers):
+        shape = getattr(layer, "output", None) is not None and layer.output.shape
+        if shape and len(shape) == 4 and shape[1] == 2 * h and shape[2] == 2 * w:
+            return layer.output
+    return None
+
+
 def build_classifier(backbone: str, alpha: float, size: int, weights: str, num_classes: int,
-                     dropout: float = 0.2):
-    """Raw pixels -> backbone -> `embedding` (global average pool) -> dropout -> `probabilities`."""
+                     dropout: float = 0.2, embedding: str = "gap"):
+    """Raw pixels -> backbone -> `embedding` -> dropout -> `probabilities`.
+
+    embedding "gap": global average pool of the final features. "multiscale": that plus a global max pool
+    of the mid-level (stride 16) features, standardised by a `Normalization` layer named `embedding`
+    whose mean/variance the trainer adapts on the training images (`adapt_embedding`)."""
     import keras
 
+    if embedding not in EMBEDDINGS:
+        raise EdgetlError(f"--embedding must be one of {', '.join(EMBEDDINGS)} (got {embedding!r})")
     inputs, features, layers = build_backbone(backbone, alpha, size, weights)
-    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
+    if embedding == "gap":
+        emb = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
+    else:
+        mid = mid_level_features(layers, features)
+        if mid is None:
+            raise EdgetlError(f"{backbone} at {size} px has no mid-level feature map for --embedding multiscale; "
+                              "use --embedding gap")
+        pooled = [keras.layers.GlobalAveragePooling2D(name="pooled_final")(features),
+                  keras.layers.GlobalMaxPooling2D(name="pooled_mid")(mid)]
+        emb = keras.layers.Normalization(name="embedding")(keras.layers.Concatenate(name="pooled")(pooled))
     x = keras.layers.Dropout(dropout, name="dropout")(emb)
     out = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, out, name=f"edgetl_{backbone}")
     return model, layers
+
+
+def adapt_embedding(model, pooled: np.ndarray) -> None:
+    """Set a multiscale embedding's standardisation from pooled training features (no-op for "gap").
+
+    Standard deviations are floored at a tenth of the median one: near-constant channels (a ReLU6 that is
+    almost always 0 or 6) would otherwise be multiplied by thousands and blow up fine-tuning."""
+    import keras
+
+    layer = model.get_layer("embedding")
+    if not isinstance(layer, keras.layers.Normalization):
+        return
+    pooled = pooled.astype(np.float64)
+    std = pooled.std(axis=0)
+    std = np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)
+    layer.adapt_mean.assign(pooled.mean(axis=0).astype(np.float32))
+    layer.adapt_variance.assign((std**2).astype(np.float32))
+    layer.finalize_state()

@@ -38,6 +38,7 @@ class TrainConfig:
     fine_tune_learning_rate: float = 1e-4
     fine_tune_guard: bool = True  # revert phase 2 when it ends with worse val accuracy (loss on ties)
     dropout: float = 0.2
+    embedding: str = "gap"  # gap | multiscale (adds mid-level max-pooled features; small objects)
     label_smoothing: float = 0.1
     class_weights: bool = True
     augment: bool = True
@@ -48,11 +49,13 @@ class TrainConfig:
     strategy: str = "default"
 
     def validate(self) -> None:
-        from edgetl.backbones import check_combination
+        from edgetl.backbones import EMBEDDINGS, check_combination
 
         if self.weights not in ("imagenet", "none"):
             self.weights = str(Path(self.weights).resolve())
         check_combination(self.backbone, self.alpha, self.size, self.weights)
+        if self.embedding not in EMBEDDINGS:
+            raise EdgetlError(f"--embedding must be one of {', '.join(EMBEDDINGS)} (got {self.embedding!r})")
         if self.strategy not in STRATEGIES:
             raise EdgetlError(f"--strategy must be one of {', '.join(STRATEGIES)} (got {self.strategy!r})")
         for name in ("epochs", "fine_tune_epochs", "fine_tune_blocks", "patience"):
@@ -244,7 +247,8 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
         log.warning("no pretrained weights: training the whole %s from scratch; expect far lower accuracy "
                     "than transfer learning (give --weights PATH or imagenet)", cfg.backbone)
     with strategy.scope():
-        model, backbone_layers = build_classifier(cfg.backbone, cfg.alpha, cfg.size, cfg.weights, n, cfg.dropout)
+        model, backbone_layers = build_classifier(cfg.backbone, cfg.alpha, cfg.size, cfg.weights, n, cfg.dropout,
+                                                  cfg.embedding)
         for layer in backbone_layers:
             layer.trainable = from_scratch
             if from_scratch and isinstance(layer, keras.layers.BatchNormalization):
@@ -254,8 +258,11 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
 
     # Phase 1: the head on a frozen backbone (or everything, from scratch).
     t = time.perf_counter()
+    cached = (cfg.cache_embeddings or not cfg.augment) and not from_scratch and cfg.epochs > 0
+    if cfg.embedding != "gap" and not cached:
+        _adapt_embedding(model, xtr, cfg.batch_size)  # the cached path adapts on the features it computes
     if cfg.epochs > 0:
-        if (cfg.cache_embeddings or not cfg.augment) and not from_scratch:
+        if cached:
             history += _phase1_cached(model, strategy, cfg, xtr, ytr1, xva, yva1, class_weight, timings)
         else:
             with strategy.scope():
@@ -310,10 +317,18 @@ def _phase1_cached(model, strategy, cfg: TrainConfig, xtr, ytr1, xva, yva1, clas
     """Embeddings computed once; the head (dropout + dense) trains on them, then goes into the model."""
     import keras
 
+    from edgetl.backbones import adapt_embedding
+
     t = time.perf_counter()
-    feature_model = keras.Model(model.input, model.get_layer("embedding").output)
+    norm = model.get_layer("embedding")
+    multiscale = isinstance(norm, keras.layers.Normalization)
+    # multiscale: cache the pooled features, fit the standardisation on them, then standardise
+    feature_model = keras.Model(model.input, norm.input if multiscale else norm.output)
     etr = _embed(feature_model, xtr, cfg.batch_size, "embedding train")
     eva = _embed(feature_model, xva, cfg.batch_size, "embedding val")
+    if multiscale:
+        adapt_embedding(model, etr)
+        etr, eva = (np.asarray(norm(e)) for e in (etr, eva))
     timings["embed_s"] = time.perf_counter() - t
     with strategy.scope():
         inp = keras.Input((etr.shape[1],))
@@ -329,6 +344,15 @@ def _phase1_cached(model, strategy, cfg: TrainConfig, xtr, ytr1, xva, yva1, clas
     rows = _fit(head, tr, va, cfg.epochs, cfg.patience, class_weight, "phase 1 (head, cached)", "head")
     model.get_layer("probabilities").set_weights(dense.get_weights())
     return rows
+
+
+def _adapt_embedding(model, x: np.ndarray, batch: int) -> None:
+    import keras
+
+    from edgetl.backbones import adapt_embedding
+
+    pooled = keras.Model(model.input, model.get_layer("embedding").input)
+    adapt_embedding(model, _embed(pooled, x, batch, "embedding statistics"))
 
 
 def _val_score(model, x: np.ndarray, y1: np.ndarray, smoothing: float, batch: int) -> tuple[float, float]:

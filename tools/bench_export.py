@@ -21,35 +21,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import bench_train  # noqa: E402  (the trainer runs this benchmark exports)
 
 MODES = ("float32", "float16", "dynamic", "int8")
-COMMON = dict(backbone="mobilenet_v2", alpha=0.35, size=224, cache_embeddings=True, augment=True, epochs=30,
-              patience=5, learning_rate=1e-3, fine_tune_blocks=2, fine_tune_epochs=3,
-              fine_tune_learning_rate=1e-4, seed=0)
+EXPORTED = ("hymenoptera", "find-the-ship")  # the trainer benchmark's runs this issue names
 
 
-def plan(shared: Path) -> dict:
-    ds = shared / "datasets"
-    return {
-        "hymenoptera": dict(data=ds / "hymenoptera", val=None, csv=None),
-        "find-the-ship": dict(data=ds / "find-the-ship/set-A_train/image_labels.csv",
-                              val=ds / "find-the-ship/set-B_test/image_labels.csv",
-                              csv=dict(path_column="Filename", label_column="Ship", missing_label="Empty")),
-    }
-
-
-def ensure_run(name: str, spec: dict, runs_dir: Path, weights: Path, fine_tune_epochs: int | None) -> Path:
+def ensure_run(name: str, spec: dict, runs_dir: Path, fine_tune_epochs: int | None) -> Path:
+    """The trainer benchmark's run `name` (same data and options as tools/bench_train.py), trained once."""
     from edgetl.train import train
 
     run = runs_dir / name / "run"
     if (run / "model.keras").is_file():
         print(f"[{name}] reusing {run}", flush=True)
         return run
-    opts = dict(COMMON, weights=str(weights))
+    opts = dict(spec["options"])
     if fine_tune_epochs is not None:
         opts["fine_tune_epochs"] = fine_tune_epochs
     print(f"[{name}] training {opts}", flush=True)
-    r = train(spec["data"], run, val_data=spec["val"], csv_options=spec["csv"], **opts)
+    r = train(spec["data"], run, val_data=spec.get("val"), csv_options=spec.get("csv"), **opts)
     print(f"[{name}] val_accuracy {r.val_accuracy:.4f} timings {r.timings}", flush=True)
     return run
 
@@ -87,8 +79,7 @@ def main() -> int:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     shared = shared_data_dir()
-    weights = shared / "weights" / "mobilenet_v2_0.35_224_no_top.h5"
-    if not weights.is_file():
+    if not (shared / "weights").is_dir():
         print(f"shared data not found at {shared}", file=sys.stderr)
         return 2
     modes = [m for m in args.modes.split(",") if m]
@@ -97,10 +88,11 @@ def main() -> int:
                   "p50 ms", "p90 ms", "x faster", "peak RSS MB",
                   title=f"edgetl export (threads={args.threads}, best p50 of {args.rounds} rounds)")
     checks = []
-    for name, spec in plan(shared).items():
+    trainer_runs = bench_train.runs(shared)
+    for name in EXPORTED:
         if args.only and name not in args.only:
             continue
-        run = ensure_run(name, spec, args.runs_dir, weights, args.fine_tune_epochs)
+        run = ensure_run(name, trainer_runs[name], args.runs_dir, args.fine_tune_epochs)
         exports = {}
         for mode in modes:
             out = args.runs_dir / name / f"export-{mode}"

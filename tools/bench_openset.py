@@ -14,8 +14,15 @@ What it runs (CPU friendly; say so when quoting the figures):
   int8 TFLite and run through `edgetl_device.inference.Model`; AUROC (Empty held out is not possible
   with one model, so: known set-B vs far photos, and the same scorer) float vs int8, and the
   scorer's cost relative to one invoke.
+- `--trained DIR` (the issue's protocol, "models from edgetl train"): per fold, a real run of
+  `edgetl train` on set-A without that class (the fixed-camera recipe of tools/bench_train.py:
+  multiscale embedding, 12 blocks fine-tuned; its own 80/20 split for early stopping and the
+  threshold), every scorer fitted on the run's outputs, tested on set-B + the far photos; the
+  `--int8-fold` fold is also exported with `edgetl export --quant int8` and scored on the int8
+  model's own outputs, and the scorer cost is measured against that model's invoke. ~3 min per fold.
 
     python tools/bench_openset.py [--cache DIR] [--skip-int8] [--skip-loco] [--int8-fold CLASS]
+    python tools/bench_openset.py --trained DIR [--skip-int8] [--int8-fold CLASS]
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 from edgetl.openset import (  # noqa: E402
     FitData,
@@ -68,15 +76,23 @@ def far_samples(shared: Path, per_flower: int = 60) -> list[Path]:
     return paths
 
 
-def backbone_model():
+def backbone_model(embedding: str = "gap"):
+    """Frozen backbone -> pooled features: "gap", or "multiscale" = GAP(final) + GMP(stride 16), not yet
+    standardised (each fold standardises on its own known training frames, as `edgetl train` would)."""
     import keras
 
-    from edgetl.backbones import build_backbone
+    from edgetl.backbones import build_classifier
 
     weights = shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"
-    inputs, features, _ = build_backbone("mobilenet_v2", 0.35, SIZE, str(weights))
-    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
-    return keras.Model(inputs, emb)
+    model, _ = build_classifier("mobilenet_v2", 0.35, SIZE, str(weights), 2, embedding=embedding)
+    emb = model.get_layer("embedding")
+    return keras.Model(model.input, emb.input if embedding == "multiscale" else emb.output)
+
+
+def standardiser(e_fit: np.ndarray):
+    """(mean, std) of the fold's training embeddings, std floored as in edgetl.backbones.adapt_embedding."""
+    std = e_fit.std(axis=0)
+    return e_fit.mean(axis=0), np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)
 
 
 def embed(model, paths: list[Path], cache: Path, tag: str) -> np.ndarray:
@@ -99,13 +115,18 @@ def embed(model, paths: list[Path], cache: Path, tag: str) -> np.ndarray:
     return e
 
 
-def loco(e_tr, y_tr, e_te, y_te, e_far, classes, scorers, options) -> dict[str, dict[str, list[float]]]:
+def loco(e_tr, y_tr, e_te, y_te, e_far, classes, scorers, options,
+         standardise: bool = False) -> dict[str, dict[str, list[float]]]:
     rng = np.random.default_rng(0)
     calib_mask = rng.random(len(e_tr)) < 0.25  # held-out known frames for the threshold
     res: dict[str, dict[str, list[float]]] = {s: {"near": [], "fpr95": [], "far": [], "fa": []} for s in scorers}
+    raw = (e_tr, e_te, e_far)
     for held in range(len(classes)):
         keep = (y_tr != held) & ~calib_mask
         cal = (y_tr != held) & calib_mask
+        if standardise:
+            mu, sd = standardiser(raw[0][keep])
+            e_tr, e_te, e_far = ((e - mu) / sd for e in raw)
         y_fit = np.where(y_tr[keep] > held, y_tr[keep] - 1, y_tr[keep])
         w, b = fit_linear_head(e_tr[keep], y_fit, len(classes) - 1)
 
@@ -127,8 +148,96 @@ def loco(e_tr, y_tr, e_te, y_te, e_far, classes, scorers, options) -> dict[str, 
     return res
 
 
-def print_table(res, classes) -> None:
-    print("\nLeave-one-class-out on find-the-ship (set-A fit, set-B test), frozen MobileNetV2-0.35 @224")
+def _fold_scores(run, embed, test, far, held: str, scorers, options) -> dict[str, dict[str, float]]:
+    """Fit every scorer on the run's train split (threshold on its val split); score set-B and the photos."""
+    index = {c: i for i, c in enumerate(run.labels)}
+
+    def split(which):
+        samples = run.samples(which)
+        p, e = embed([s.path for s in samples], desc=which)
+        return p, e, np.array([index[s.label] for s in samples])
+    tp, te, ty = split("train")
+    vp, ve, _ = split("val")
+    sp, se = embed([p for p, _ in test], desc="set-B")
+    fp, fe = embed(far, desc="far")
+    near = np.array([lab == held for _, lab in test])
+    data = FitData(tp, te, ty, len(run.labels), options=options)
+    out: dict[str, dict[str, float]] = {}
+    for sname in scorers:
+        sc = fit_scorer(sname, data, calib=(vp, ve))
+        thr = calibrate_threshold(sc.score_batch(vp, ve), 0.05)
+        st, sf = sc.score_batch(sp, se), sc.score_batch(fp, fe)
+        out[sname] = {"near": auroc(st[~near], st[near]), "fpr95": fpr_at_tpr(st[~near], st[near]),
+                      "far": auroc(st[~near], sf), "fa": false_alarm_rate(st[~near], thr)}
+    return out, lambda sname: fit_scorer(sname, data, calib=(vp, ve))
+
+
+def trained_loco(train, test, far, classes, scorers, options, work: Path,
+                 int8_fold: str | None = None) -> dict[str, dict[str, list[float]]]:
+    """LOCO with a model from `edgetl train` per fold (the trainer benchmark's fixed-camera recipe).
+
+    Fold k: train on set-A without class k (its own seeded 80/20 split: early stopping and the
+    threshold use the 20 %), fit every scorer on the run's training frames and the model's own outputs,
+    then test on set-B: known = the other classes, near unknown = class k; far = the photos."""
+    import bench_train
+
+    from edgetl.openset import Embedder
+    from edgetl.run import Run
+    from edgetl.train import train as train_run
+
+    res: dict[str, dict[str, list[float]]] = {s: {"near": [], "fpr95": [], "far": [], "fa": []} for s in scorers}
+    int8_rows: dict[str, dict[str, tuple]] = {}
+    opts = dict(bench_train.FIXED_CAMERA, alpha=0.35,
+                weights=str(shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"))
+    for name in classes:
+        fold = work / f"without-{name}"
+        run_dir = fold / "run"
+        if not (run_dir / "model.keras").is_file():
+            fold.mkdir(parents=True, exist_ok=True)
+            manifest = fold / "train.csv"
+            with manifest.open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["path", "label"])
+                w.writerows([str(p), lab] for p, lab in train if lab != name)
+            t = time.perf_counter()
+            r = train_run(manifest, run_dir, csv_options={"path_column": "path", "label_column": "label"}, **opts)
+            log.info("fold without %s: trained in %.0f s, val accuracy %.3f", name, time.perf_counter() - t,
+                     r.val_accuracy)
+        run = Run(run_dir)
+        models = {"float": None}
+        if name == int8_fold:  # this fold also as the int8 TFLite the device runs (edgetl export)
+            from edgetl.export import export_run
+
+            bundle = fold / "export-int8"
+            if not (bundle / "model.tflite").is_file():
+                export_run(run_dir, bundle, quant="int8", max_drop=100.0, overwrite=True)
+            models["int8"] = bundle / "model.tflite"
+        for kind, tflite in models.items():
+            scores, fit = _fold_scores(run, Embedder(run, tflite), test, far, name, scorers, options)
+            if kind == "float":
+                for sname, r in scores.items():
+                    for key, value in r.items():
+                        res[sname][key].append(value)
+            else:
+                int8_rows[name] = {sname: (res[sname]["near"][-1], res[sname]["far"][-1], r["near"], r["far"])
+                                   for sname, r in scores.items()}
+                int8_fit = (tflite, len(run.labels), fit)
+        log.info("held out %s: %s", name, ", ".join(f"{n}={res[n]['near'][-1]:.3f}" for n in scorers))
+    for name, rows in int8_rows.items():
+        print(f"\nfold without {name}: float Keras vs int8 TFLite (scorers fitted on each model's own outputs)")
+        print(f"{'scorer':<22}{'near float':>11}{'near int8':>10}{'far float':>10}{'far int8':>9}")
+        for sname, (nf, ff, ni, fi) in rows.items():
+            print(f"{sname:<22}{nf:>11.3f}{ni:>10.3f}{ff:>10.3f}{fi:>9.3f}")
+    if int8_rows:
+        from edgetl.data import load_image
+
+        frame = load_image(test[0][0], SIZE)[:, :, ::-1].copy()
+        scorer_costs(int8_fit[0], int8_fit[1], frame, int8_fit[2])
+    return res
+
+
+def print_table(res, classes, title: str = "frozen MobileNetV2-0.35 @224") -> None:
+    print(f"\nLeave-one-class-out on find-the-ship (set-A fit, set-B test), {title}")
     print(f"{'scorer':<22}{'near AUROC':>11}{'min':>7}{'FPR@95':>8}{'far AUROC':>10}{'FA@t(5%)':>9}   per class")
     for name, r in res.items():
         per = " ".join(f"{a:.2f}" for a in r["near"])
@@ -137,40 +246,40 @@ def print_table(res, classes) -> None:
     print("per-class order: " + ", ".join(classes))
 
 
-def head_model(w: np.ndarray, b: np.ndarray):
-    """Frozen backbone -> `embedding` (GAP) -> L2 norm -> Dense softmax `probabilities` with the fitted head."""
+def head_model(w: np.ndarray, b: np.ndarray, embedding: str = "gap", norm: tuple | None = None):
+    """Frozen backbone -> `embedding` -> L2 norm -> Dense softmax `probabilities` with the fitted head."""
     import keras
     import tensorflow as tf
-
-    from edgetl.backbones import build_backbone
 
     class L2Normalize(keras.layers.Layer):  # TFLite L2_NORMALIZATION: quantizes (UnitNormalization does not)
         def call(self, x):
             return tf.nn.l2_normalize(x, axis=-1)
 
-    weights = shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"
-    inputs, features, _ = build_backbone("mobilenet_v2", 0.35, SIZE, str(weights))
-    emb = keras.layers.GlobalAveragePooling2D(name="embedding")(features)
+    pooled = backbone_model(embedding)
+    emb = pooled.output
+    if norm is not None:
+        emb = keras.layers.Normalization(mean=norm[0], variance=norm[1] ** 2, name="embedding")(emb)
     x = L2Normalize(name="embedding_unit")(emb)
     dense = keras.layers.Dense(len(b), activation="softmax", name="probabilities")
-    model = keras.Model(inputs, dense(x))
+    model = keras.Model(pooled.input, dense(x))
     dense.set_weights([w, b])
     return model
 
 
 def int8_check(e_tr, y_tr, e_te, y_te, e_far, train, test, far, classes, held: int, tmp: Path,
-               options: dict) -> None:
+               options: dict, embedding: str = "gap") -> None:
     """Float (Keras and TFLite) vs int8 TFLite AUROC for one fold, and the scorers' cost vs one invoke."""
     from edgetl.data import load_images
     from edgetl.export import convert, export_graph, predict_tflite
-    from edgetl_device.inference import Model
-    from edgetl_device.openset import load_scorer
 
     keep = y_tr != held
     remap = lambda y: np.where(y > held, y - 1, y)  # noqa: E731
     c = len(classes) - 1
+    norm = standardiser(e_tr[keep]) if embedding == "multiscale" else None
+    if norm is not None:
+        e_tr, e_te, e_far = ((e - norm[0]) / norm[1] for e in (e_tr, e_te, e_far))
     w, b = fit_linear_head(e_tr[keep], remap(y_tr[keep]), c)
-    model = head_model(w, b)
+    model = head_model(w, b, embedding, norm)
     graph = export_graph(model, SIZE)
     tmp.mkdir(parents=True, exist_ok=True)
     calib_paths = [p for (p, _), k in zip(train, keep, strict=True) if k][::8]
@@ -219,11 +328,20 @@ def int8_check(e_tr, y_tr, e_te, y_te, e_far, train, test, far, classes, held: i
         row += f"{auroc(sc[:n_te][known], sc[:n_te][near]):>8.3f}/{auroc(sc[:n_te][known], sc[n_te:]):.3f}"
         print(row)
 
-    # cost on the device path: one invoke of the int8 model vs one scorer call (median of 200 frames)
-    dev = Model(tmp / "int8.tflite", num_threads=1,
-                manifest={"outputs": [{"name": "probabilities", "index": _prob_index(tmp / "int8.tflite", c)},
-                                      {"name": "embedding", "index": 1 - _prob_index(tmp / "int8.tflite", c)}]})
     frame = images[0][:, :, ::-1].copy()
+    tp, te = train_out["tflite int8"]
+    scorer_costs(tmp / "int8.tflite", c, frame, lambda sname: fit(sname, tp, te))
+
+
+def scorer_costs(model_path: Path, n_classes: int, frame: np.ndarray, fit) -> None:
+    """Cost on the device path: one invoke of the int8 model vs one scorer call (median of 200 frames).
+    `fit(name)` returns the scorer fitted on this model's outputs; it is rebuilt from its saved state."""
+    from edgetl_device.inference import Model
+    from edgetl_device.openset import load_scorer
+
+    p = _prob_index(model_path, n_classes)
+    dev = Model(model_path, num_threads=1,
+                manifest={"outputs": [{"name": "probabilities", "index": p}, {"name": "embedding", "index": 1 - p}]})
     dev.run(frame)
     inv = []
     for _ in range(50):
@@ -235,9 +353,8 @@ def int8_check(e_tr, y_tr, e_te, y_te, e_far, train, test, far, classes, held: i
     out = dev.run(frame)
     print(f"\nscorer cost per frame vs one int8 invoke ({invoke_ms:.2f} ms, 1 thread, this host)")
     print(f"{'scorer':<22}{'ms':>8}{'x invoke':>10}{'npz KB':>9}")
-    tp, te = train_out["tflite int8"]
     for sname in SCORERS:
-        s = fit(sname, tp, te)
+        s = fit(sname)
         params, arrays = s.state()
         s = load_scorer({"scorer": s.name, "params": params}, arrays)  # the device's own object
         ts = []
@@ -266,6 +383,11 @@ def main() -> None:
     ap.add_argument("--int8-fold", default="Freighter", help="held-out class of the fold converted to int8")
     ap.add_argument("--shrinkage", type=float, default=0.1)
     ap.add_argument("--rank", type=int, default=256, help="Mahalanobis directions kept (0 = all)")
+    ap.add_argument("--trained", type=Path, metavar="DIR",
+                    help="instead of frozen features: one `edgetl train` run per fold (fixed-camera recipe of "
+                         "tools/bench_train.py), kept in DIR; ~3 min per fold on 2 cores")
+    ap.add_argument("--embedding", choices=("gap", "multiscale"), default="gap",
+                    help="the trainer's --embedding (multiscale: + max-pooled stride-16 features, standardised)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     shared = shared_data_dir()
@@ -273,14 +395,23 @@ def main() -> None:
     train, test = ship_samples(ships / "set-A_train"), ship_samples(ships / "set-B_test")
     classes = sorted({lab for _, lab in train})
     far = far_samples(shared)
+    if args.trained:
+        t0 = time.perf_counter()
+        res = trained_loco(train, test, far, classes, SCORERS,
+                           {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank}, args.trained,
+                           None if args.skip_int8 else args.int8_fold)
+        log.info("trained leave-one-class-out took %.0f s", time.perf_counter() - t0)
+        print_table(res, classes, "a trained model per fold (edgetl train, MobileNetV2-0.35 @224, multiscale)")
+        return
     model = None
+    suffix = "" if args.embedding == "gap" else f"-{args.embedding}"
     needed = [("train", [p for p, _ in train]), ("test", [p for p, _ in test]), ("far", far)]
     arrays = {}
     for tag, paths in needed:
         key = hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()[:12]
-        if not (args.cache / f"{tag}-{key}.npy").is_file() and model is None:
-            model = backbone_model()
-        arrays[tag] = embed(model, paths, args.cache, tag)
+        if not (args.cache / f"{tag}{suffix}-{key}.npy").is_file() and model is None:
+            model = backbone_model(args.embedding)
+        arrays[tag] = embed(model, paths, args.cache, tag + suffix)
     y_tr = np.array([classes.index(lab) for _, lab in train])
     y_te = np.array([classes.index(lab) for _, lab in test])
     if args.skip_loco:
@@ -288,13 +419,15 @@ def main() -> None:
     else:
         t0 = time.perf_counter()
         res = loco(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], classes, SCORERS,
-                   {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank})
+                   {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank},
+                   standardise=args.embedding == "multiscale")
         log.info("leave-one-class-out fitting+scoring took %.1f s", time.perf_counter() - t0)
         print_table(res, classes)
     if not args.skip_int8:
         held = classes.index(args.int8_fold)
         int8_check(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], train, test, far, classes, held,
-                   args.cache / "tflite", {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank})
+                   args.cache / f"tflite{suffix}", {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank},
+                   args.embedding)
 
 
 if __name__ == "__main__":

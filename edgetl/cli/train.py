@@ -49,6 +49,8 @@ def train_cmd(
     fine_tune_guard: bool = typer.Option(True, "--fine-tune-guard/--no-fine-tune-guard",
                                          help="Revert phase 2 if validation got worse than after phase 1."),
     dropout: float = typer.Option(0.2),
+    embedding: str = typer.Option("gap", help="gap (average of the final features) | multiscale (plus a max over "
+                                  "the stride-16 features, standardised): small objects in a fixed camera's view."),
     label_smoothing: float = typer.Option(0.1),
     class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom, shift, "
@@ -70,7 +72,7 @@ def train_cmd(
         backbone=backbone, alpha=alpha, size=size, weights=weights, epochs=epochs,
         fine_tune_epochs=fine_tune_epochs, fine_tune_blocks=fine_tune_blocks, batch_size=batch_size,
         learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate, dropout=dropout,
-        fine_tune_guard=fine_tune_guard,
+        fine_tune_guard=fine_tune_guard, embedding=embedding,
         label_smoothing=label_smoothing, class_weights=class_weights, augment=augment,
         cache_embeddings=cache_embeddings, patience=patience, val_split=val_split, seed=seed, strategy=strategy,
     )
