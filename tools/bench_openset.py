@@ -383,12 +383,14 @@ def main() -> None:
     ap.add_argument("--int8-fold", default="Freighter", help="held-out class of the fold converted to int8")
     ap.add_argument("--shrinkage", type=float, default=0.1)
     ap.add_argument("--rank", type=int, default=256, help="Mahalanobis directions kept (0 = all)")
+    ap.add_argument("--bank-size", type=int, default=2000, help="kNN bank vectors (the cost grows with it)")
     ap.add_argument("--trained", type=Path, metavar="DIR",
                     help="instead of frozen features: one `edgetl train` run per fold (fixed-camera recipe of "
                          "tools/bench_train.py), kept in DIR; ~3 min per fold on 2 cores")
     ap.add_argument("--embedding", choices=("gap", "multiscale"), default="gap",
                     help="the trainer's --embedding (multiscale: + max-pooled stride-16 features, standardised)")
     args = ap.parse_args()
+    options = {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank, "bank_size": args.bank_size}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     shared = shared_data_dir()
     ships = shared / "datasets/find-the-ship"
@@ -398,7 +400,7 @@ def main() -> None:
     if args.trained:
         t0 = time.perf_counter()
         res = trained_loco(train, test, far, classes, SCORERS,
-                           {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank}, args.trained,
+                           options, args.trained,
                            None if args.skip_int8 else args.int8_fold)
         log.info("trained leave-one-class-out took %.0f s", time.perf_counter() - t0)
         print_table(res, classes, "a trained model per fold (edgetl train, MobileNetV2-0.35 @224, multiscale)")
@@ -419,14 +421,14 @@ def main() -> None:
     else:
         t0 = time.perf_counter()
         res = loco(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], classes, SCORERS,
-                   {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank},
+                   options,
                    standardise=args.embedding == "multiscale")
         log.info("leave-one-class-out fitting+scoring took %.1f s", time.perf_counter() - t0)
         print_table(res, classes)
     if not args.skip_int8:
         held = classes.index(args.int8_fold)
         int8_check(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], train, test, far, classes, held,
-                   args.cache / f"tflite{suffix}", {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank},
+                   args.cache / f"tflite{suffix}", options,
                    args.embedding)
 
 
