@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
+# Recipes measured by tools/bench_train.py on the shared datasets; options given explicitly override them.
+PRESETS: dict[str, dict] = {
+    # ImageNet-like photos, small data: frozen features are already good, phase 2 only nudges them
+    # (hymenoptera: a larger fine-tuning rate overfits 245 images within a few epochs).
+    "photos": dict(cache_embeddings=True, epochs=60, patience=8, learning_rate=3e-3, fine_tune_blocks=8,
+                   fine_tune_epochs=15, fine_tune_learning_rate=1e-5),
+    # A fixed camera where objects cover a few cells of the final map: mid-level features and a deeper,
+    # longer fine-tune (find-the-ship: 0.975); augmentation keeps the head from memorising positions.
+    "fixed-camera": dict(cache_embeddings=True, embedding="multiscale", epochs=60, patience=16,
+                         learning_rate=3e-3, fine_tune_blocks=12, fine_tune_epochs=16,
+                         fine_tune_learning_rate=3e-4),
+}
+
 
 @dataclass
 class TrainConfig:
@@ -47,6 +60,7 @@ class TrainConfig:
     val_split: float = 0.2
     seed: int = 0
     strategy: str = "default"
+    preset: str | None = None  # recorded only; the preset's values are already in the fields above
 
     def validate(self) -> None:
         from edgetl.backbones import EMBEDDINGS, check_combination
@@ -181,12 +195,14 @@ def _load_split(samples: list[D.Sample], size: int, name: str):
 
 # ---------------------------------------------------------------- main entry
 
-def train(data, out, *, val_data=None, csv_options: dict | None = None, **options) -> TrainResult:
+def train(data, out, *, val_data=None, csv_options: dict | None = None, preset: str | None = None,
+          **options) -> TrainResult:
     """Train a classifier on `data` and write the run folder `out`.
 
     `data`/`val_data`: a class-folder dataset, a train/val(/test) folder, or a CSV manifest (path or
-    DataSpec; `csv_options` = path_column/label_column/missing_label/split_column). `options` are
-    TrainConfig fields. Returns a TrainResult; raises EdgetlError on bad input.
+    DataSpec; `csv_options` = path_column/label_column/missing_label/split_column). `preset`: a name in
+    PRESETS whose values fill the options not given. `options` are TrainConfig fields. Returns a
+    TrainResult; raises EdgetlError on bad input.
     """
     import keras
 
@@ -194,6 +210,10 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, **option
     unknown = set(options) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise EdgetlError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise EdgetlError(f"--preset must be one of {', '.join(PRESETS)} (got {preset!r})")
+        options = {**PRESETS[preset], **options, "preset": preset}
     cfg = TrainConfig(**options)
     cfg.validate()
     csv_options = csv_options or {}

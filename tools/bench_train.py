@@ -22,15 +22,13 @@ from tests.support.shared import shared_data_dir  # noqa: E402
 
 W035 = "weights/mobilenet_v2_0.35_224_no_top.h5"
 WQAT = "weights/mobilenet_v2_1.0_224_coral_qat_no_top.weights.h5"
-COMMON = dict(backbone="mobilenet_v2", size=224, cache_embeddings=True, augment=True, epochs=60, patience=8,
-              learning_rate=3e-3, fine_tune_blocks=8, fine_tune_epochs=8, fine_tune_learning_rate=1e-4, seed=0)
-# Photos of ImageNet-like subjects: the frozen features are already good and the data small, so phase 2
-# only nudges them (a larger rate overfits 245 images within a few epochs).
-PHOTOS = dict(COMMON, fine_tune_epochs=15, fine_tune_learning_rate=1e-5)
-# A fixed camera with small objects: mid-level features (multiscale embedding) and a deeper, longer
-# fine-tune; geometric augmentation keeps the head from memorising where each object sat.
-FIXED_CAMERA = dict(COMMON, embedding="multiscale", fine_tune_blocks=12, fine_tune_epochs=16,
-                    fine_tune_learning_rate=3e-4, patience=16)
+COMMON = dict(backbone="mobilenet_v2", size=224, augment=True, seed=0)
+# flowers5 (no preset fits it yet): the generic recipe the presets grew from
+GENERIC = dict(COMMON, cache_embeddings=True, epochs=60, patience=8, learning_rate=3e-3, fine_tune_blocks=8,
+               fine_tune_epochs=8, fine_tune_learning_rate=1e-4)
+# edgetl.train.PRESETS, measured here: "photos" (small ImageNet-like data) and "fixed-camera" (small objects)
+PHOTOS = dict(COMMON, preset="photos")
+FIXED_CAMERA = dict(COMMON, preset="fixed-camera")
 
 
 def runs(root: Path) -> dict[str, dict]:
@@ -44,7 +42,7 @@ def runs(root: Path) -> dict[str, dict]:
                               val=ds / "find-the-ship/set-B_test/image_labels.csv", csv=ship_csv,
                               options=dict(FIXED_CAMERA, alpha=0.35, weights=str(root / W035))),
         "flowers5": dict(split="stratified 80/20, seed 0", target=0.85, data=ds / "flowers5",
-                         options=dict(COMMON, alpha=0.35, weights=str(root / W035))),
+                         options=dict(GENERIC, alpha=0.35, weights=str(root / W035))),
         "hymenoptera-qat": dict(split="train -> val (alpha 1.0 QAT)", target=0.95, data=ds / "hymenoptera",
                                 options=dict(PHOTOS, alpha=1.0, weights=str(root / WQAT))),
     }
@@ -58,7 +56,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from edgetl.train import train
+    from edgetl.train import PRESETS, train
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", action="append", help="run name (repeatable); 'phase1-speed' = cached vs not")
@@ -86,8 +84,9 @@ def main() -> None:
         r = train(spec["data"], out_root / name, val_data=spec.get("val"), csv_options=spec.get("csv"), **opts)
         tm = r.timings
         counts = r.run.config["counts"]
-        recipe = (f"{opts.get('embedding', 'gap')}, ft {opts['fine_tune_blocks']} blocks x "
-                  f"{opts['fine_tune_epochs']} ep @ {opts['fine_tune_learning_rate']:g}")
+        full = {**PRESETS.get(opts.get("preset"), {}), **opts}
+        recipe = (f"{opts.get('preset') or 'custom'}: {full.get('embedding', 'gap')}, ft {full['fine_tune_blocks']} "
+                  f"blocks x {full['fine_tune_epochs']} ep @ {full['fine_tune_learning_rate']:g}")
         rows.append([name, spec["split"], recipe, f"{counts['train']}/{counts['val']}", f"{r.val_accuracy:.3f}",
                      f">= {spec['target']}", _fmt(tm["load_s"]), _fmt(tm.get("embed_s")), _fmt(tm["phase1_s"]),
                      _fmt(tm["phase2_s"]), _fmt(time.perf_counter() - t)])

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import typer
 
+from edgetl.train import TrainConfig
+
 PATH_COLUMN = typer.Option("path", "--path-column", help="CSV column holding image paths.")
 LABEL_COLUMN = typer.Option("label", "--label-column", help="CSV column holding class names.")
 MISSING_LABEL = typer.Option(None, "--missing-label", help="Class for rows with an empty label cell (e.g. Empty).")
 SPLIT_COLUMN = typer.Option(None, "--split-column", help="CSV column with train/val/test.")
+_D = TrainConfig()  # defaults live in TrainConfig; the help shows them for options a --preset may fill
 
 
 def _csv_options(path_column, label_column, missing_label, split_column) -> dict:
@@ -40,24 +43,32 @@ def train_cmd(
     alpha: float = typer.Option(0.35, help="Width multiplier."),
     size: int = typer.Option(224, help="Input size in pixels (square)."),
     weights: str = typer.Option("imagenet", help="imagenet (Keras cache/download) | PATH to a weights file | none"),
-    epochs: int = typer.Option(10, help="Phase 1 epochs (head on the frozen backbone)."),
-    fine_tune_epochs: int = typer.Option(5, help="Phase 2 epochs (top blocks unfrozen); 0 skips it."),
-    fine_tune_blocks: int = typer.Option(6, help="How many top backbone blocks phase 2 unfreezes."),
+    preset: str = typer.Option(None, help="photos | fixed-camera: measured recipes (see tools/bench_train.py) "
+                               "for the options below that you do not give."),
+    epochs: int = typer.Option(None, help=f"Phase 1 epochs (head on the frozen backbone). [default: {_D.epochs}]"),
+    fine_tune_epochs: int = typer.Option(None, help="Phase 2 epochs (top blocks unfrozen); 0 skips it. "
+                                         f"[default: {_D.fine_tune_epochs}]"),
+    fine_tune_blocks: int = typer.Option(None, help="How many top backbone blocks phase 2 unfreezes. "
+                                         f"[default: {_D.fine_tune_blocks}]"),
     batch_size: int = typer.Option(32),
-    learning_rate: float = typer.Option(1e-3, "--lr", help="Phase 1 learning rate."),
-    fine_tune_learning_rate: float = typer.Option(1e-4, "--fine-tune-lr", help="Phase 2 learning rate (cosine)."),
+    learning_rate: float = typer.Option(None, "--lr", help=f"Phase 1 learning rate. [default: {_D.learning_rate:g}]"),
+    fine_tune_learning_rate: float = typer.Option(None, "--fine-tune-lr",
+                                                  help="Phase 2 learning rate (cosine). "
+                                                  f"[default: {_D.fine_tune_learning_rate:g}]"),
     fine_tune_guard: bool = typer.Option(True, "--fine-tune-guard/--no-fine-tune-guard",
                                          help="Revert phase 2 if validation got worse than after phase 1."),
     dropout: float = typer.Option(0.2),
-    embedding: str = typer.Option("gap", help="gap (average of the final features) | multiscale (plus a max over "
-                                  "the stride-16 features, standardised): small objects in a fixed camera's view."),
+    embedding: str = typer.Option(None, help="gap (average of the final features) | multiscale (plus a max over "
+                                  "the stride-16 features, standardised): small objects in a fixed camera's view. "
+                                  f"[default: {_D.embedding}]"),
     label_smoothing: float = typer.Option(0.1),
     class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom, shift, "
                                  "brightness/contrast on the fly."),
-    cache_embeddings: bool = typer.Option(False, "--cache-embeddings", help="Phase 1 on embeddings computed "
-                                          "once (automatic with --no-augment)."),
-    patience: int = typer.Option(3, help="Early stopping patience (val loss; best weights restored); 0 = off."),
+    cache_embeddings: bool = typer.Option(None, "--cache-embeddings/--no-cache-embeddings",
+                                          help="Phase 1 on embeddings computed once (automatic with --no-augment)."),
+    patience: int = typer.Option(None, help="Early stopping patience (val loss; best weights restored); 0 = off. "
+                                 f"[default: {_D.patience}]"),
     val_split: float = typer.Option(0.2, help="Validation fraction when DATA has no val split."),
     seed: int = typer.Option(0),
     strategy: str = typer.Option("default", help="default|mirrored|multiworker (tf.distribute)."),
@@ -66,15 +77,17 @@ def train_cmd(
     """Transfer-learn a classifier and write a run folder (model.keras, labels, metrics, plots, report)."""
     from edgetl.train import train
 
+    # options left unset come from --preset, else from TrainConfig's defaults (one place)
+    optional = dict(epochs=epochs, fine_tune_epochs=fine_tune_epochs, fine_tune_blocks=fine_tune_blocks,
+                    learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
+                    embedding=embedding, cache_embeddings=cache_embeddings, patience=patience)
     result = train(
-        _data_arg(data, csv), out, val_data=val,
+        _data_arg(data, csv), out, val_data=val, preset=preset,
         csv_options=_csv_options(path_column, label_column, missing_label, split_column),
-        backbone=backbone, alpha=alpha, size=size, weights=weights, epochs=epochs,
-        fine_tune_epochs=fine_tune_epochs, fine_tune_blocks=fine_tune_blocks, batch_size=batch_size,
-        learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate, dropout=dropout,
-        fine_tune_guard=fine_tune_guard, embedding=embedding,
-        label_smoothing=label_smoothing, class_weights=class_weights, augment=augment,
-        cache_embeddings=cache_embeddings, patience=patience, val_split=val_split, seed=seed, strategy=strategy,
+        backbone=backbone, alpha=alpha, size=size, weights=weights, batch_size=batch_size, dropout=dropout,
+        fine_tune_guard=fine_tune_guard, label_smoothing=label_smoothing, class_weights=class_weights,
+        augment=augment, val_split=val_split, seed=seed, strategy=strategy,
+        **{k: v for k, v in optional.items() if v is not None},
     )
     t = result.timings
     typer.echo(f"val_accuracy {result.val_accuracy:.4f}  ({t['total_s']:.0f} s: load {t['load_s']:.0f}, "
