@@ -209,8 +209,8 @@ def mid_level_features(layers: list, features):
     cells of the 7x7 final map, so its average drowns them; a max over the 14x14 map keeps them."""
     h, w = features.shape[1], features.shape[2]
     for layer in reversed(layers):
-        shape = getattr(layer, "output", None) is not None and layer.output.shape
-        if shape and len(shape) == 4 and shape[1] == 2 * h and shape[2] == 2 * w:
+        shape = layer.output.shape
+        if len(shape) == 4 and shape[1] == 2 * h and shape[2] == 2 * w:
             return layer.output
     return None
 
@@ -243,19 +243,23 @@ def build_classifier(backbone: str, alpha: float, size: int, weights: str, num_c
     return model, layers
 
 
-def adapt_embedding(model, pooled: np.ndarray) -> None:
-    """Set a multiscale embedding's standardisation from pooled training features (no-op for "gap").
+def embedding_statistics(pooled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per channel of pooled training features, std floored at a tenth of the median one:
+    near-constant channels (a ReLU6 that is almost always 0 or 6) would otherwise be multiplied by
+    thousands and blow up fine-tuning."""
+    pooled = np.asarray(pooled, np.float64)
+    std = pooled.std(axis=0)
+    return pooled.mean(axis=0), np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)
 
-    Standard deviations are floored at a tenth of the median one: near-constant channels (a ReLU6 that is
-    almost always 0 or 6) would otherwise be multiplied by thousands and blow up fine-tuning."""
+
+def adapt_embedding(model, pooled: np.ndarray) -> None:
+    """Set a multiscale embedding's standardisation from pooled training features (no-op for "gap")."""
     import keras
 
     layer = model.get_layer("embedding")
     if not isinstance(layer, keras.layers.Normalization):
         return
-    pooled = pooled.astype(np.float64)
-    std = pooled.std(axis=0)
-    std = np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)
-    layer.adapt_mean.assign(pooled.mean(axis=0).astype(np.float32))
+    mean, std = embedding_statistics(pooled)
+    layer.adapt_mean.assign(mean.astype(np.float32))
     layer.adapt_variance.assign((std**2).astype(np.float32))
     layer.finalize_state()

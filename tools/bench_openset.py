@@ -90,9 +90,11 @@ def backbone_model(embedding: str = "gap"):
 
 
 def standardiser(e_fit: np.ndarray):
-    """(mean, std) of the fold's training embeddings, std floored as in edgetl.backbones.adapt_embedding."""
-    std = e_fit.std(axis=0)
-    return e_fit.mean(axis=0), np.maximum(std, 0.1 * float(np.median(std)) + 1e-6)
+    """(mean, std) of the fold's training embeddings, as `edgetl train` standardises a multiscale embedding."""
+    from edgetl.backbones import embedding_statistics
+
+    mean, std = embedding_statistics(e_fit)
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def embed(model, paths: list[Path], cache: Path, tag: str) -> np.ndarray:

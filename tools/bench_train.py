@@ -56,7 +56,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from edgetl.train import PRESETS, train
+    from edgetl.train import train
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", action="append", help="run name (repeatable); 'phase1-speed' = cached vs not")
@@ -83,10 +83,10 @@ def main() -> None:
         t = time.perf_counter()
         r = train(spec["data"], out_root / name, val_data=spec.get("val"), csv_options=spec.get("csv"), **opts)
         tm = r.timings
-        counts = r.run.config["counts"]
-        full = {**PRESETS.get(opts.get("preset"), {}), **opts}
-        recipe = (f"{opts.get('preset') or 'custom'}: {full.get('embedding', 'gap')}, ft {full['fine_tune_blocks']} "
-                  f"blocks x {full['fine_tune_epochs']} ep @ {full['fine_tune_learning_rate']:g}")
+        cfg = r.run.config  # the resolved options the run used (preset filled in)
+        counts = cfg["counts"]
+        recipe = (f"{cfg['preset'] or 'custom'}: {cfg['embedding']}, ft {cfg['fine_tune_blocks']} "
+                  f"blocks x {cfg['fine_tune_epochs']} ep @ {cfg['fine_tune_learning_rate']:g}")
         rows.append([name, spec["split"], recipe, f"{counts['train']}/{counts['val']}", f"{r.val_accuracy:.3f}",
                      f">= {spec['target']}", _fmt(tm["load_s"]), _fmt(tm.get("embed_s")), _fmt(tm["phase1_s"]),
                      _fmt(tm["phase2_s"]), _fmt(time.perf_counter() - t)])
