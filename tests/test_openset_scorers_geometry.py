@@ -73,6 +73,35 @@ def test_knn_uses_the_kth_neighbour_and_bounds_the_bank(world):
         KNN(np.ones((2001, 4)))
 
 
+def test_whitened_knn_searches_the_mahalanobis_space_and_shares_it_in_combined(world):
+    data = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C, options={"k": 2})
+    knn = fit_scorer("knn", data)
+    maha = fit_scorer("mahalanobis", data)
+    assert knn.projection is not None and np.array_equal(knn.projection, maha.whiten)
+    # by hand: centre on the training mean, whiten, normalise, 1 - 2nd best cosine against the bank
+    e = l2_normalise(world["e_tr"])
+    z = l2_normalise((l2_normalise(world["e_far"][:3]) - e.mean(0)) @ maha.whiten)
+    sims = np.sort(z @ knn.bank.T, axis=1)[:, ::-1]
+    assert np.allclose(knn.score_batch(None, world["e_far"][:3]), 1 - sims[:, 1], atol=1e-4)
+    plain = fit_scorer("knn", FitData(data.probs, data.embeddings, data.labels, C, options={"knn_space": "embedding"}))
+    assert plain.projection is None and plain.bank.shape[1] == D
+
+    # in `combined` the kNN part and the Mahalanobis part hold one matrix: projected once per frame,
+    # stored once in the bundle, and still one object after a reload
+    combined = fit_scorer("combined", data)
+    rel, knn_part = combined.parts[0], combined.parts[-1]
+    assert knn_part.projection is rel.whiten
+    params, arrays = combined.state()
+    assert params["parts"][-1]["shared"] == {"projection": "0.whiten"}
+    assert not any(k.endswith(".projection") for k in arrays)
+    again = build_scorer("combined", params, arrays)
+    assert again.parts[-1].projection is again.parts[0].whiten
+    p = world["probs"](world["e_far"])
+    assert np.allclose(again.score_batch(p, world["e_far"]), combined.score_batch(p, world["e_far"]), atol=1e-5)
+    with pytest.raises(DeviceError, match="missing arrays"):
+        build_scorer("combined", params, {k: v for k, v in arrays.items() if k != "0.whiten"})
+
+
 def test_mahalanobis_weighs_directions_by_class_spread():
     # one class stretched along x: a step along y (narrow) is stranger than the same step along x
     rng = np.random.default_rng(1)

@@ -41,12 +41,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from edgetl.openset import (  # noqa: E402
+    DEFAULT_KNN_SPACE,
+    KNN_SPACES,
     FitData,
     auroc,
     calibrate_threshold,
@@ -150,18 +153,31 @@ def loco(e_tr, y_tr, e_te, y_te, e_far, classes, scorers, options,
     return res
 
 
-def _fold_scores(run, embed, test, far, held: str, scorers, options) -> dict[str, dict[str, float]]:
-    """Fit every scorer on the run's train split (threshold on its val split); score set-B and the photos."""
+def fold_outputs(run, embed, test, far, cache: Path) -> dict[str, np.ndarray]:
+    """The model's (probabilities, embeddings) on the run's train/val splits, set-B and the far photos,
+    kept in `cache` (an .npz inside the run folder, gone with it): scorers refit without the model."""
+    if cache.is_file():
+        with np.load(cache) as z:
+            return dict(z)
     index = {c: i for i, c in enumerate(run.labels)}
-
-    def split(which):
+    out: dict[str, np.ndarray] = {}
+    for which in ("train", "val"):
         samples = run.samples(which)
-        p, e = embed([s.path for s in samples], desc=which)
-        return p, e, np.array([index[s.label] for s in samples])
-    tp, te, ty = split("train")
-    vp, ve, _ = split("val")
-    sp, se = embed([p for p, _ in test], desc="set-B")
-    fp, fe = embed(far, desc="far")
+        out[f"{which}_p"], out[f"{which}_e"] = embed([s.path for s in samples], desc=which)
+        out[f"{which}_y"] = np.array([index[s.label] for s in samples])
+    out["test_p"], out["test_e"] = embed([p for p, _ in test], desc="set-B")
+    out["far_p"], out["far_e"] = embed(far, desc="far")
+    np.savez(cache, **out)
+    return out
+
+
+def _fold_scores(run, embed, test, far, held: str, scorers, options, cache: Path
+                 ) -> dict[str, dict[str, float]]:
+    """Fit every scorer on the run's train split (threshold on its val split); score set-B and the photos."""
+    o = fold_outputs(run, embed, test, far, cache)
+    tp, te, ty = o["train_p"], o["train_e"], o["train_y"]
+    vp, ve = o["val_p"], o["val_e"]
+    sp, se, fp, fe = o["test_p"], o["test_e"], o["far_p"], o["far_e"]
     near = np.array([lab == held for _, lab in test])
     data = FitData(tp, te, ty, len(run.labels), options=options)
     out: dict[str, dict[str, float]] = {}
@@ -175,7 +191,7 @@ def _fold_scores(run, embed, test, far, held: str, scorers, options) -> dict[str
 
 
 def trained_loco(train, test, far, classes, scorers, options, work: Path,
-                 int8_fold: str | None = None) -> dict[str, dict[str, list[float]]]:
+                 int8_fold: str | None = None, train_options: dict | None = None) -> dict[str, dict[str, list[float]]]:
     """LOCO with a model from `edgetl train` per fold (the trainer benchmark's fixed-camera recipe).
 
     Fold k: train on set-A without class k (its own seeded 80/20 split: early stopping and the
@@ -190,7 +206,7 @@ def trained_loco(train, test, far, classes, scorers, options, work: Path,
     res: dict[str, dict[str, list[float]]] = {s: {"near": [], "fpr95": [], "far": [], "fa": []} for s in scorers}
     int8_rows: dict[str, dict[str, tuple]] = {}
     opts = dict(bench_train.FIXED_CAMERA, alpha=0.35,
-                weights=str(shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"))
+                weights=str(shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"), **(train_options or {}))
     for name in classes:
         fold = work / f"without-{name}"
         run_dir = fold / "run"
@@ -215,7 +231,8 @@ def trained_loco(train, test, far, classes, scorers, options, work: Path,
                 export_run(run_dir, bundle, quant="int8", max_drop=100.0, overwrite=True)
             models["int8"] = bundle / "model.tflite"
         for kind, tflite in models.items():
-            scores, fit = _fold_scores(run, Embedder(run, tflite), test, far, name, scorers, options)
+            scores, fit = _fold_scores(run, Embedder(run, tflite), test, far, name, scorers, options,
+                                       run_dir / f"bench-outputs-{kind}.npz")
             if kind == "float":
                 for sname, r in scores.items():
                     for key, value in r.items():
@@ -386,13 +403,19 @@ def main() -> None:
     ap.add_argument("--shrinkage", type=float, default=0.1)
     ap.add_argument("--rank", type=int, default=256, help="Mahalanobis directions kept (0 = all)")
     ap.add_argument("--bank-size", type=int, default=2000, help="kNN bank vectors (the cost grows with it)")
+    ap.add_argument("--knn-space", choices=KNN_SPACES, default=DEFAULT_KNN_SPACE,
+                    help="kNN in the Mahalanobis whitening (shared with combined's part) or the plain embedding")
     ap.add_argument("--trained", type=Path, metavar="DIR",
                     help="instead of frozen features: one `edgetl train` run per fold (fixed-camera recipe of "
                          "tools/bench_train.py), kept in DIR; ~3 min per fold on 2 cores")
+    ap.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --trained: override a trainer option of the recipe, e.g. label_smoothing=0 "
+                         "(use a fresh DIR: runs already in DIR are reused as they are)")
     ap.add_argument("--embedding", choices=("gap", "multiscale"), default="gap",
                     help="the trainer's --embedding (multiscale: + max-pooled stride-16 features, standardised)")
     args = ap.parse_args()
-    options = {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank, "bank_size": args.bank_size}
+    options = {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank, "bank_size": args.bank_size,
+               "knn_space": args.knn_space}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     shared = shared_data_dir()
     ships = shared / "datasets/find-the-ship"
@@ -403,7 +426,8 @@ def main() -> None:
         t0 = time.perf_counter()
         res = trained_loco(train, test, far, classes, SCORERS,
                            options, args.trained,
-                           None if args.skip_int8 else args.int8_fold)
+                           None if args.skip_int8 else args.int8_fold,
+                           {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.train_option)})
         log.info("trained leave-one-class-out took %.0f s", time.perf_counter() - t0)
         print_table(res, classes, "a trained model per fold (edgetl train, MobileNetV2-0.35 @224, multiscale)")
         return

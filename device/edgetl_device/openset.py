@@ -15,12 +15,14 @@ Scorers:
   the model's own classifier.
 - ``cosine``: 1 - max cosine similarity to the class prototypes (normalised means).
 - ``knn``: 1 - similarity to the k-th nearest training embedding in a bounded
-  bank (<= 2,000 vectors, stored float16) (Sun et al. 2022).
+  bank (<= 2,000 vectors, stored float16) (Sun et al. 2022); optionally in the
+  whitened space of the shared class covariance (centred, projected, normalised),
+  where the search is D/r times cheaper and directions classes vary along count less.
 - ``mahalanobis``: min over classes of the Mahalanobis distance with a shared,
   shrunk covariance (Lee et al. 2018); ``relative_mahalanobis`` subtracts the
   distance to one background Gaussian fitted on all data (Ren et al. 2021).
-- ``combined``: weighted sum of standardised component scores, e.g. near
-  evidence (relative Mahalanobis / MSP) plus far evidence (kNN).
+- ``combined``: weighted sum of standardised component scores; what `edgetl openset
+  fit` builds is relative Mahalanobis + whitened kNN, sharing one projection.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class Scorer:
 
     name = "base"
     needs_embedding = True
+    # Set by `Combined` for the duration of one call: parts that share a matrix (the kNN search space is
+    # the Mahalanobis whitening) project the frame once. Keyed by the matrix object.
+    _memo: dict[int, np.ndarray] | None = None
 
     def score_batch(self, probs: np.ndarray | None, embeddings: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
@@ -81,6 +86,20 @@ class Scorer:
             raise DeviceError(f"open-set scorer {self.name!r} needs the model's embedding output; "
                               "export the model with both outputs (probabilities, embedding)")
         return l2_normalise(embeddings)
+
+    def _project(self, e: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """e @ matrix, computed once per frame across the parts of a `Combined` scorer."""
+        memo = self._memo
+        if memo is None:
+            return e @ matrix
+        key = id(matrix)
+        if key not in memo:
+            memo[key] = e @ matrix
+        return memo[key]
+
+    def projections(self) -> dict[str, np.ndarray]:
+        """This scorer's D x r matrices by attribute name (`Combined` shares equal ones between parts)."""
+        return {}
 
     def __call__(self, probs: np.ndarray | None, embedding: np.ndarray | None = None) -> float:
         return self.score(probs, embedding)
@@ -138,27 +157,51 @@ class Cosine(Scorer):
 
 
 class KNN(Scorer):
-    """k-th nearest neighbour cosine distance to a bounded bank of training embeddings."""
+    """k-th nearest neighbour cosine distance to a bounded bank of training embeddings.
+
+    With `projection` (D x r) and `center` (D) the search runs on normalise((e - center) @ projection);
+    the bank then holds training vectors already in that space (r wide)."""
 
     name = "knn"
 
-    def __init__(self, bank: np.ndarray, k: int = 1) -> None:
+    def __init__(self, bank: np.ndarray, k: int = 1, projection: np.ndarray | None = None,
+                 center: np.ndarray | None = None) -> None:
         bank = np.asarray(bank)
         if len(bank) > MAX_BANK:
             raise DeviceError(f"kNN bank has {len(bank)} vectors, more than {MAX_BANK}; refit with a smaller bank")
         if not 1 <= int(k) <= len(bank):
             raise DeviceError(f"kNN k={k} must be between 1 and the bank size {len(bank)}")
+        if (projection is None) != (center is None):
+            raise DeviceError("kNN in a projected space needs both 'projection' and 'center'")
+        self.projection = None if projection is None else np.asarray(projection, dtype=np.float32)
+        self.center = None if center is None else np.asarray(center, dtype=np.float32).reshape(-1)
+        if self.projection is not None and bank.shape[1] != self.projection.shape[1]:
+            raise DeviceError(f"kNN bank vectors have {bank.shape[1]} values, the projection makes "
+                              f"{self.projection.shape[1]}; refit the scorer")
+        self._projected_center = None if self.projection is None else self.center @ self.projection
         self.bank16 = bank.astype(np.float16)  # what ships
         self.bank = l2_normalise(self.bank16.astype(np.float32))  # what computes
         self.k = int(k)
 
+    def search_space(self, embeddings: np.ndarray) -> np.ndarray:
+        e = self._emb(embeddings)
+        if self.projection is None:
+            return e
+        return l2_normalise(self._project(e, self.projection) - self._projected_center)
+
     def score_batch(self, probs, embeddings):
-        sims = self._emb(embeddings) @ self.bank.T
+        sims = self.search_space(embeddings) @ self.bank.T
         kth = np.partition(sims, -self.k, axis=1)[:, -self.k]
         return 1.0 - kth
 
+    def projections(self):
+        return {} if self.projection is None else {"projection": self.projection}
+
     def state(self):
-        return {"k": self.k}, {"bank": self.bank16}
+        arrays = {"bank": self.bank16}
+        if self.projection is not None:
+            arrays |= {"projection": self.projection, "center": self.center}
+        return {"k": self.k}, arrays
 
 
 class Mahalanobis(Scorer):
@@ -184,12 +227,18 @@ class Mahalanobis(Scorer):
 
     def class_distances(self, embeddings: np.ndarray) -> np.ndarray:
         e = self._emb(embeddings)
-        z = (e @ self.whiten).astype(np.float64)
+        z = self._project(e, self.whiten).astype(np.float64)
         d = ((z[:, None, :] - self.projected_means[None, :, :]) ** 2).sum(axis=2)
         if self.relative:
-            z0 = (e @ self.background_whiten).astype(np.float64) - self.projected_background
+            z0 = self._project(e, self.background_whiten).astype(np.float64) - self.projected_background
             d = d - (z0 ** 2).sum(axis=1, keepdims=True)
         return d
+
+    def projections(self):
+        out = {"whiten": self.whiten}
+        if self.relative:
+            out["background_whiten"] = self.background_whiten
+        return out
 
     def score_batch(self, probs, embeddings):
         return self.class_distances(embeddings).min(axis=1)
@@ -214,21 +263,49 @@ class Combined(Scorer):
         self.stds = [max(float(s), 1e-12) for s in stds]
         self.weights = [float(w) for w in weights]
         self.needs_embedding = any(p.needs_embedding for p in parts)
+        _share_equal_projections(parts)
 
     def score_batch(self, probs, embeddings):
         total = 0.0
-        for part, m, s, w in zip(self.parts, self.means, self.stds, self.weights, strict=True):
-            total = total + w * (part.score_batch(probs, embeddings) - m) / s
+        memo: dict[int, np.ndarray] = {}
+        try:
+            for part, m, s, w in zip(self.parts, self.means, self.stds, self.weights, strict=True):
+                part._memo = memo
+                total = total + w * (part.score_batch(probs, embeddings) - m) / s
+        finally:
+            for part in self.parts:
+                part._memo = None
         return np.asarray(total, dtype=np.float32)
 
     def state(self):
+        """Arrays of each part under "i.name"; an array another part already holds (the same object)
+        is stored once and named in that part's "shared" map."""
         params: dict[str, Any] = {"parts": [], "means": self.means, "stds": self.stds, "weights": self.weights}
         arrays: dict[str, np.ndarray] = {}
+        stored: dict[int, str] = {}
         for i, part in enumerate(self.parts):
             p, a = part.state()
-            params["parts"].append({"scorer": part.name, "params": p})
-            arrays |= {f"{i}.{key}": value for key, value in a.items()}
+            spec: dict[str, Any] = {"scorer": part.name, "params": p}
+            for key, value in a.items():
+                if id(value) in stored:
+                    spec.setdefault("shared", {})[key] = stored[id(value)]
+                else:
+                    stored[id(value)] = f"{i}.{key}"
+                    arrays[f"{i}.{key}"] = value
+            params["parts"].append(spec)
         return params, arrays
+
+
+def _share_equal_projections(parts: list[Scorer]) -> None:
+    """Make parts with equal projection matrices hold one object, so a frame is projected once."""
+    seen: list[np.ndarray] = []
+    for part in parts:
+        for attr, matrix in part.projections().items():
+            same = next((m for m in seen if m.shape == matrix.shape and np.array_equal(m, matrix)), None)
+            if same is None:
+                seen.append(matrix)
+            elif same is not matrix:
+                setattr(part, attr, same)
 
 
 def _need(arrays: dict[str, np.ndarray], name: str, *keys: str) -> list[np.ndarray]:
@@ -249,7 +326,9 @@ def build_scorer(name: str, params: dict[str, Any], arrays: dict[str, np.ndarray
     if name == "cosine":
         return Cosine(*_need(arrays, name, "prototypes"))
     if name == "knn":
-        return KNN(*_need(arrays, name, "bank"), k=int(params.get("k", 1)))
+        projected = "projection" in arrays or "center" in arrays
+        space = _need(arrays, name, "projection", "center") if projected else [None, None]
+        return KNN(*_need(arrays, name, "bank"), k=int(params.get("k", 1)), projection=space[0], center=space[1])
     if name == "mahalanobis":
         return Mahalanobis(*_need(arrays, name, "means", "whiten"))
     if name == "relative_mahalanobis":
@@ -258,6 +337,8 @@ def build_scorer(name: str, params: dict[str, Any], arrays: dict[str, np.ndarray
         parts = []
         for i, spec in enumerate(params.get("parts", [])):
             sub = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{i}.")}
+            for key, ref in spec.get("shared", {}).items():
+                sub[key] = _need(arrays, name, ref)[0]
             parts.append(build_scorer(spec["scorer"], spec.get("params", {}), sub))
         return Combined(parts, params.get("means", []), params.get("stds", []), params.get("weights", []))
     raise DeviceError(f"unknown open-set scorer {name!r}; expected one of {', '.join(SCORER_NAMES)}")
