@@ -250,23 +250,32 @@ def _open_rgb(path: Path, size: int | None):
     return img.convert("RGB")
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
-    """Load an image as a uint8 RGB array of shape (size, size, 3): area-interpolated resize, no crop.
+def load_image(path: str | Path, size: int, center_crop: float | None = None) -> np.ndarray:
+    """Load an image as a uint8 RGB array of shape (size, size, 3): area-interpolated resize.
 
+    `center_crop` (0-1]: first cut the centred square whose side is that fraction of the shorter side
+    (aspect kept, as ImageNet evaluation does); None squeezes the whole picture (a fixed camera's edges
+    matter). The device applies the same crop from the bundle manifest (`edgetl_device.inference`).
     This is the one loader used by training, evaluation, export calibration and visualisation, so the
     model always sees pixels prepared the same way. Raises EdgetlError for unreadable files.
     """
     import cv2
 
-    arr = np.asarray(_open_rgb(Path(path), size))
+    from edgetl_device.inference import center_crop as crop
+
+    draft = size if not center_crop else int(np.ceil(size / center_crop))
+    arr = np.asarray(_open_rgb(Path(path), draft))
+    if center_crop:
+        arr = crop(arr, center_crop)
     if arr.shape[0] != size or arr.shape[1] != size:
         arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
 def load_images(paths: Iterable[Path], size: int, desc: str = "loading images", workers: int = 4,
-                ) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
-    """Load many images in parallel. Returns (array N×size×size×3, indices loaded, failures)."""
+                center_crop: float | None = None) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+    """Load many images in parallel (`load_image` each). Returns (array N×size×size×3, indices loaded,
+    failures)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -278,7 +287,7 @@ def load_images(paths: Iterable[Path], size: int, desc: str = "loading images", 
 
     def one(i: int):
         try:
-            out[i] = load_image(paths[i], size)
+            out[i] = load_image(paths[i], size, center_crop)
             return i, None
         except EdgetlError as e:
             return i, str(e)

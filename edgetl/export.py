@@ -298,22 +298,25 @@ def calibration_images(run, size: int, calibration: str | os.PathLike[str] | Non
 
     if calibration is not None:
         files = calibration_files(calibration)
-        images, _, _ = load_images(files, size, desc="calibration images")
+        images, _, _ = load_images(files, size, desc="calibration images", center_crop=run.center_crop)
         return images, {"source": str(Path(calibration).resolve()), "count": int(len(images))}
     train = run.samples("train")
     if not train:
         raise EdgetlError(f"{run.path} has no train split to calibrate with; pass --calibration DIR")
     picked, dupes = select([Candidate(Path(s.path), s.label) for s in train], limit, seed)
-    images, _, _ = load_images([c.path for c, _ in picked], size, desc="calibration images")
+    images, _, _ = load_images([c.path for c, _ in picked], size, desc="calibration images",
+                               center_crop=run.center_crop)
     return images, {"source": "run train split (stratified, de-duplicated)", "count": int(len(images)),
                     "duplicates_skipped": dupes}
 
 
 # ---------------------------------------------------------------- the whole export
-def _input_spec(detail: dict[str, Any], size: int, io: str) -> dict[str, Any]:
+def _input_spec(detail: dict[str, Any], size: int, io: str, center_crop: float | None) -> dict[str, Any]:
     scale, zp = detail["quantization"]
+    # center_crop: the trainer's (fraction of the shorter side), which the device applies before resizing
     return {"size": [size, size], "channels": "RGB", "dtype": io, "normalization": "raw_0_255",
-            "quantization": [float(scale), int(zp)], "center_crop": False, "index": int(detail["index"])}
+            "quantization": [float(scale), int(zp)], "center_crop": center_crop or False,
+            "index": int(detail["index"])}
 
 
 def _outputs_spec(outs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -367,7 +370,7 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     log.info("converted %s (%s, io %s) in %.1f s: %.2f MB", run.path.name, quant, io, conversion_s, len(tflite) / 1e6)
 
     # Parity on the run's own validation data.
-    images, ok, _ = load_images([s.path for s in val], size, desc="validation images")
+    images, ok, _ = load_images([s.path for s in val], size, desc="validation images", center_crop=run.center_crop)
     y = _labels_index(labels, [val[i] for i in ok])
     fprobs, femb = predict_keras(model, images)
     tprobs, temb = predict_tflite(model_path, images, len(labels), num_threads, desc="tflite parity")
@@ -401,7 +404,7 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
         "model_version": model_version or f"{run.path.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
         "created": bundle.utc_now(),
         "backbone": {"name": cfg.get("backbone"), "alpha": cfg.get("alpha"), "weights": cfg.get("weights")},
-        "input": _input_spec(in_detail, size, io),
+        "input": _input_spec(in_detail, size, io, run.center_crop),
         "outputs": _outputs_spec(outs),
         "classes": labels,
         "quantization": {"mode": quant, "io": io, "calibration": calib_info},

@@ -464,7 +464,7 @@ class Embedder:
 
         if not paths:
             return np.zeros((0, len(self.run.labels)), np.float32), np.zeros((0, 0), np.float32)
-        images, ok, failed = load_images(list(paths), self.run.size, desc=desc)
+        images, ok, failed = load_images(list(paths), self.run.size, desc=desc, center_crop=self.run.center_crop)
         if failed:
             raise EdgetlError(f"{len(failed)} unreadable images, e.g. {failed[0][1]}; remove or fix them")
         if self.tflite is not None:

@@ -404,7 +404,7 @@ def _features(ctx: _Ctx) -> str:
     if not pool:
         raise _Missing("the run has no images listed in split.csv to look at")
     sample = pool[0]
-    img = load_rgb(sample.path, ctx.run.size)
+    img = load_rgb(sample.path, ctx.run.size, ctx.run.center_crop)
     maps = feature_maps(ctx.model, img)
     path = save_layers_overview(maps, img, ctx.tmp / "layers.png")
     return (f"<p>{_e(Path(sample.path).name)} ({_e(sample.label)}) through the network, one layer per block, "

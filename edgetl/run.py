@@ -69,6 +69,13 @@ class Run:
     def size(self) -> int:
         return int(self.config["size"])
 
+    @property
+    def center_crop(self) -> float | None:
+        """The trainer's centre crop (fraction of the shorter side) or None (whole frame); runs from
+        before the option have none."""
+        crop = self.config.get("center_crop")
+        return None if crop is None else float(crop)
+
     @cached_property
     def metrics(self) -> dict:
         p = self.path / "metrics.json"

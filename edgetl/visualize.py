@@ -406,13 +406,13 @@ def save_gradcam(image: np.ndarray, cam: GradCam, labels: Sequence[str], path: P
 # Runs and images
 
 
-def load_rgb(path: Path, size: int) -> np.ndarray:
+def load_rgb(path: Path, size: int, center_crop: float | None = None) -> np.ndarray:
     """An image file as float32 RGB [0, 255] (what a run's model takes) via the trainer's one loader."""
     from edgetl.data import load_image
 
     if not Path(path).is_file():
         raise EdgetlError(f"image not found: {path}")
-    return load_image(path, size).astype(np.float32)
+    return load_image(path, size, center_crop).astype(np.float32)
 
 
 def open_run(path: Path) -> Any:
@@ -480,7 +480,7 @@ def predict_split(model: Any, run: Any, split: str = "val", batch: int = 32,
     rows = [(Path(s.path), s.label) for s in run.samples(split)]
     probs = []
     for start in tqdm(range(0, len(rows), batch), desc=f"predict {split}", disable=not progress):
-        imgs = np.stack([load_rgb(p, run.size) for p, _ in rows[start:start + batch]])
+        imgs = np.stack([load_rgb(p, run.size, run.center_crop) for p, _ in rows[start:start + batch]])
         probs.append(np.asarray(model(imgs, training=False)))
     return rows, (np.concatenate(probs) if probs else np.zeros((0, len(run.labels)), np.float32))
 
@@ -509,7 +509,7 @@ def explain_rows(model: Any, run: Any, rows: Sequence[tuple[Path, str]], probs: 
     tapped = gradcam_model(model)
     out = []
     for i in indices:
-        img = load_rgb(rows[i][0], run.size)
+        img = load_rgb(rows[i][0], run.size, run.center_crop)
         pred = int(probs[i].argmax())
         cam = grad_cam(model, img, pred, _tapped=tapped)
         out.append(Misclassified(rows[i][0], rows[i][1], run.labels[pred], float(probs[i, pred]), img, cam.heatmap))

@@ -41,6 +41,27 @@ def test_resize_is_area_interpolated_without_crop(tmp_path):
     assert out[:, :10].min() == 255 and out[:, 10:].max() == 0  # whole width kept, squeezed
 
 
+def test_center_crop_keeps_the_middle_square_as_the_device_does(tmp_path):
+    import cv2
+
+    from edgetl_device.inference import center_crop, resize_area
+
+    wide = np.zeros((100, 300, 3), np.uint8)
+    wide[:, :100] = 255  # left third white: outside the centred 100 x 100 square
+    wide[:, 100:200, 1] = 200  # the middle third green
+    path = _save(Image.fromarray(wide), tmp_path / "w.png")
+    out = load_image(path, 40, center_crop=1.0)
+    assert out[..., 0].max() == 0 and out[..., 1].min() == 200  # only the middle square, not squeezed
+    half = load_image(path, 40, center_crop=0.5)
+    assert half[..., 1].min() == 200
+    batch, ok, _ = load_images([path], 40, center_crop=1.0)
+    assert ok == [0] and np.array_equal(batch[0], out)
+    # the device (centre crop from the bundle manifest, then area resize) prepares the same pixels
+    frame = cv2.cvtColor(wide, cv2.COLOR_RGB2BGR)
+    device = cv2.cvtColor(resize_area(center_crop(frame, 1.0), (40, 40)), cv2.COLOR_BGR2RGB)
+    assert np.abs(device.astype(int) - out.astype(int)).max() <= 1
+
+
 def test_very_large_jpeg_loads(tmp_path):
     big = np.full((6000, 8000, 3), 120, np.uint8)  # 48 MP
     out = load_image(_save(Image.fromarray(big), tmp_path / "big.jpg", quality=70), 64)

@@ -165,7 +165,7 @@ class Model:
             raise DeviceError(f"expected a BGR image (H, W, 3), got shape {getattr(frame_bgr, 'shape', None)}")
         img = frame_bgr
         if self.center_crop is not None:
-            img = _center_crop(img, self.center_crop)
+            img = center_crop(img, self.center_crop)
         img = resize_area(img, (self.width, self.height)) if self.resize == "area" else \
             resize_fast(img, (self.width, self.height))
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # after the resize: fewer pixels to convert
@@ -234,7 +234,8 @@ def resize_fast(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
 
 
-def _center_crop(img: np.ndarray, fraction: float) -> np.ndarray:
+def center_crop(img: np.ndarray, fraction: float) -> np.ndarray:
+    """The centred square whose side is `fraction` of the shorter side (a view, no copy)."""
     h, w = img.shape[:2]
     side = max(1, int(round(min(h, w) * fraction)))
     y, x = (h - side) // 2, (w - side) // 2

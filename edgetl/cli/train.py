@@ -61,6 +61,10 @@ def train_cmd(
     embedding: str = typer.Option(None, help="gap (average of the final features) | multiscale (plus a max over "
                                   "the stride-16 features, standardised): small objects in a fixed camera's view. "
                                   f"[default: {_D.embedding}]"),
+    center_crop: float = typer.Option(None, "--center-crop", help="Crop the centred square, this fraction of "
+                                      "the shorter side, before resizing (aspect kept; photos); 0 = whole frame, "
+                                      "squeezed (a fixed camera's edges matter). The bundle tells the device. "
+                                      "[default: whole frame]"),
     label_smoothing: float = typer.Option(0.1),
     class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom, shift, "
@@ -80,7 +84,8 @@ def train_cmd(
     # options left unset come from --preset, else from TrainConfig's defaults (one place)
     optional = dict(epochs=epochs, fine_tune_epochs=fine_tune_epochs, fine_tune_blocks=fine_tune_blocks,
                     learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
-                    embedding=embedding, cache_embeddings=cache_embeddings, patience=patience)
+                    embedding=embedding, cache_embeddings=cache_embeddings, patience=patience,
+                    center_crop=center_crop)
     result = train(
         _data_arg(data, csv), out, val_data=val, preset=preset,
         csv_options=_csv_options(path_column, label_column, missing_label, split_column),

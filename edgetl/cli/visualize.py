@@ -67,7 +67,7 @@ def visualize(
         model = run.load_model()
         written = []
         if image_path is not None:
-            image = viz.load_rgb(image_path, run.size)
+            image = viz.load_rgb(image_path, run.size, run.center_crop)
             maps = viz.feature_maps(model, image, names)
             written += viz.save_feature_maps(maps, image, out, max_channels)
             cam = viz.grad_cam(model, image, _class_index(run.labels, class_name), gradcam_layer)
