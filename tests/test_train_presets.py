@@ -38,6 +38,7 @@ def test_cli_preset_fills_unset_options_and_explicit_ones_win(tmp_path):
     assert config["embedding"] == preset["embedding"] == "multiscale"  # from the preset
     assert config["fine_tune_blocks"] == preset["fine_tune_blocks"] != TrainConfig.fine_tune_blocks
     assert config["fine_tune_learning_rate"] == preset["fine_tune_learning_rate"]
+    assert config["label_smoothing"] == preset["label_smoothing"] == 0.0 != TrainConfig.label_smoothing
     assert (config["epochs"], config["fine_tune_epochs"]) == (2, 1)  # given on the command line
 
 
@@ -52,8 +53,9 @@ def test_cli_without_preset_keeps_trainconfig_defaults(tmp_path):
     config = json.loads((run / "config.json").read_text())
     defaults = TrainConfig()
     assert config["preset"] is None
-    assert (config["embedding"], config["patience"], config["learning_rate"]) == (
-        defaults.embedding, defaults.patience, defaults.learning_rate)
+    assert (config["embedding"], config["patience"], config["learning_rate"], config["label_smoothing"],
+            config["center_crop"]) == (defaults.embedding, defaults.patience, defaults.learning_rate,
+                                       defaults.label_smoothing, None)
 
 
 def test_center_crop_travels_from_training_to_the_device(tmp_path):

@@ -65,7 +65,7 @@ def train_cmd(
                                       "the shorter side, before resizing (aspect kept; photos); 0 = whole frame, "
                                       "squeezed (a fixed camera's edges matter). The bundle tells the device. "
                                       "[default: whole frame]"),
-    label_smoothing: float = typer.Option(0.1),
+    label_smoothing: float = typer.Option(None, help=f"[default: {_D.label_smoothing:g}]"),
     class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom, shift, "
                                  "brightness/contrast on the fly."),
@@ -85,12 +85,12 @@ def train_cmd(
     optional = dict(epochs=epochs, fine_tune_epochs=fine_tune_epochs, fine_tune_blocks=fine_tune_blocks,
                     learning_rate=learning_rate, fine_tune_learning_rate=fine_tune_learning_rate,
                     embedding=embedding, cache_embeddings=cache_embeddings, patience=patience,
-                    center_crop=center_crop)
+                    center_crop=center_crop, label_smoothing=label_smoothing)
     result = train(
         _data_arg(data, csv), out, val_data=val, preset=preset,
         csv_options=_csv_options(path_column, label_column, missing_label, split_column),
         backbone=backbone, alpha=alpha, size=size, weights=weights, batch_size=batch_size, dropout=dropout,
-        fine_tune_guard=fine_tune_guard, label_smoothing=label_smoothing, class_weights=class_weights,
+        fine_tune_guard=fine_tune_guard, class_weights=class_weights,
         augment=augment, val_split=val_split, seed=seed, strategy=strategy,
         **{k: v for k, v in optional.items() if v is not None},
     )
