@@ -1,7 +1,7 @@
 """Export benchmark: float32 vs int8 (and float16/dynamic) TFLite for the trainer's real runs.
 
     python tools/bench_export.py                       # trains hymenoptera + find-the-ship, then exports
-    python tools/bench_export.py --runs-dir DIR        # reuse/keep run folders in DIR (DIR/<name>/run)
+    python tools/bench_export.py --runs-dir DIR        # reuse/keep runs in DIR/<name>/run (or a bench_train --out DIR)
     python tools/bench_export.py --only hymenoptera --threads 2
 
 Per run and mode: conversion time, file size (and ratio to float32), accuracy of the .tflite on the
@@ -30,13 +30,15 @@ EXPORTED = ("hymenoptera", "find-the-ship")  # the trainer benchmark's runs this
 
 
 def ensure_run(name: str, spec: dict, runs_dir: Path, fine_tune_epochs: int | None) -> Path:
-    """The trainer benchmark's run `name` (same data and options as tools/bench_train.py), trained once."""
+    """The trainer benchmark's run `name` (same data and options as tools/bench_train.py), trained once.
+    `runs_dir` may also be a `tools/bench_train.py --out` folder: its `name/` run is then exported as it is."""
     from edgetl.train import train
 
+    for run in (runs_dir / name / "run", runs_dir / name):
+        if (run / "model.keras").is_file():
+            print(f"[{name}] reusing {run}", flush=True)
+            return run
     run = runs_dir / name / "run"
-    if (run / "model.keras").is_file():
-        print(f"[{name}] reusing {run}", flush=True)
-        return run
     opts = dict(spec["options"])
     if fine_tune_epochs is not None:
         opts["fine_tune_epochs"] = fine_tune_epochs
