@@ -48,8 +48,7 @@ def evaluate(run: str | Path | Run, data=None, *, split: str | None = None, top_
     if unknown:
         raise EdgetlError(f"classes {', '.join(unknown)} are not among the run's labels "
                           f"({', '.join(run.labels)}); evaluate on data with the same classes")
-    x, ok, failures = D.load_images([s.path for s in samples], run.size, desc="loading images",
-                                     center_crop=run.center_crop)
+    x, ok, failures = run.load_images([s.path for s in samples])
     if not ok:
         raise EdgetlError("no readable images to evaluate")
     index = {c: i for i, c in enumerate(run.labels)}

@@ -290,22 +290,20 @@ def _labels_index(labels: list[str], samples) -> np.ndarray:
     return np.array([idx[s.label] for s in samples])
 
 
-def calibration_images(run, size: int, calibration: str | os.PathLike[str] | None, limit: int,
+def calibration_images(run, calibration: str | os.PathLike[str] | None, limit: int,
                        seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
     """uint8 images for int8 calibration: the given set, else a stratified pick from the run's train split."""
     from edgetl.calibrate import Candidate, calibration_files, select
-    from edgetl.data import load_images
 
     if calibration is not None:
         files = calibration_files(calibration)
-        images, _, _ = load_images(files, size, desc="calibration images", center_crop=run.center_crop)
+        images, _, _ = run.load_images(files, desc="calibration images")
         return images, {"source": str(Path(calibration).resolve()), "count": int(len(images))}
     train = run.samples("train")
     if not train:
         raise EdgetlError(f"{run.path} has no train split to calibrate with; pass --calibration DIR")
     picked, dupes = select([Candidate(Path(s.path), s.label) for s in train], limit, seed)
-    images, _, _ = load_images([c.path for c, _ in picked], size, desc="calibration images",
-                               center_crop=run.center_crop)
+    images, _, _ = run.load_images([c.path for c, _ in picked], desc="calibration images")
     return images, {"source": "run train split (stratified, de-duplicated)", "count": int(len(images)),
                     "duplicates_skipped": dupes}
 
@@ -342,7 +340,6 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
                overwrite: bool = False) -> ExportResult:
     """Convert RUN's model, write the bundle directory, and raise ParityError when the drop is too large."""
     from edgetl import bundle
-    from edgetl.data import load_images
     from edgetl.run import Run
 
     run = Run(run_path)
@@ -361,7 +358,7 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     model = run.load_model()
     calib, calib_info = (None, None)
     if quant == "int8":
-        calib, calib_info = calibration_images(run, size, calibration, calibration_size)
+        calib, calib_info = calibration_images(run, calibration, calibration_size)
     t0 = time.perf_counter()
     tflite = convert(export_graph(model, size), quant, io, calib)
     conversion_s = time.perf_counter() - t0
@@ -370,7 +367,7 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     log.info("converted %s (%s, io %s) in %.1f s: %.2f MB", run.path.name, quant, io, conversion_s, len(tflite) / 1e6)
 
     # Parity on the run's own validation data.
-    images, ok, _ = load_images([s.path for s in val], size, desc="validation images", center_crop=run.center_crop)
+    images, ok, _ = run.load_images([s.path for s in val], desc="validation images")
     y = _labels_index(labels, [val[i] for i in ok])
     fprobs, femb = predict_keras(model, images)
     tprobs, temb = predict_tflite(model_path, images, len(labels), num_threads, desc="tflite parity")

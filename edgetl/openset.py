@@ -460,11 +460,9 @@ class Embedder:
         return str(self.tflite) if self.tflite else f"{self.run.path / 'model.keras'}"
 
     def __call__(self, paths: Sequence[Path], desc: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
-        from edgetl.data import load_images
-
         if not paths:
             return np.zeros((0, len(self.run.labels)), np.float32), np.zeros((0, 0), np.float32)
-        images, ok, failed = load_images(list(paths), self.run.size, desc=desc, center_crop=self.run.center_crop)
+        images, ok, failed = self.run.load_images(list(paths), desc=desc)
         if failed:
             raise EdgetlError(f"{len(failed)} unreadable images, e.g. {failed[0][1]}; remove or fix them")
         if self.tflite is not None:

@@ -8,7 +8,7 @@ import json
 from functools import cached_property
 from pathlib import Path
 
-from edgetl.data import Sample
+from edgetl.data import Sample, load_images
 from edgetl.errors import EdgetlError
 
 MODEL_FILE = "model.keras"
@@ -75,6 +75,10 @@ class Run:
         before the option have none."""
         crop = self.config.get("center_crop")
         return None if crop is None else float(crop)
+
+    def load_images(self, paths, desc: str = "loading images"):
+        """`edgetl.data.load_images` prepared as this run's model was trained (size, centre crop)."""
+        return load_images(paths, self.size, desc=desc, center_crop=self.center_crop)
 
     @cached_property
     def metrics(self) -> dict:

@@ -301,7 +301,8 @@ def _share_equal_projections(parts: list[Scorer]) -> None:
     seen: list[np.ndarray] = []
     for part in parts:
         for attr, matrix in part.projections().items():
-            same = next((m for m in seen if m.shape == matrix.shape and np.array_equal(m, matrix)), None)
+            same = next((m for m in seen if m is matrix or (m.shape == matrix.shape and np.array_equal(m, matrix))),
+                        None)
             if same is None:
                 seen.append(matrix)
             elif same is not matrix:
