@@ -12,6 +12,7 @@ from edgetl.openset import (
     FitData,
     auroc,
     calibrate_threshold,
+    false_alarm_at_detection,
     false_alarm_rate,
     fit_scorer,
     fpr_at_tpr,
@@ -34,6 +35,17 @@ def test_fpr95_counts_unknowns_accepted_at_95_percent_known_accepted():
     unknown = np.array([10.0, 50.0, 94.0, 96.0, 200.0])
     assert fpr_at_tpr(known, unknown) == pytest.approx(3 / 5)
     assert fpr_at_tpr(known, known + 1000) == 0.0
+
+
+def test_false_alarm_at_detection_counts_known_flagged_when_95_percent_of_unknowns_caught():
+    unknown = np.arange(100, dtype=float)  # a threshold of 5 catches 95 of them
+    known = np.array([1.0, 4.0, 5.0, 30.0, -3.0])
+    assert false_alarm_at_detection(known, unknown) == pytest.approx(2 / 5)
+    assert false_alarm_at_detection(unknown - 1000, unknown) == 0.0
+    # the two FPR95 conventions read different ROC points of the same scores
+    rng = np.random.default_rng(0)
+    k, u = rng.normal(0, 1, 500), rng.normal(1, 2, 500)
+    assert fpr_at_tpr(k, u) != pytest.approx(false_alarm_at_detection(k, u), abs=0.01)
 
 
 def test_threshold_flags_target_fraction_of_calibration_frames():

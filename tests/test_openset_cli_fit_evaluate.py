@@ -50,9 +50,27 @@ def test_evaluate_reports_auroc_fpr95_and_false_alarms(tiny_export_run, unknown_
     (row,) = json.loads((out / "evaluate.json").read_text())  # the same rows --json prints
     assert row["scorer"] == "relative_mahalanobis" and row["source"] == "saved"
     assert row["n_unknown"] == 30 and row["known_split"] == "val"
-    assert row["auroc"] > 0.95 and row["fpr95"] < 0.2
+    assert row["auroc"] > 0.95 and row["fpr95"] < 0.2 and row["false_alarm_at_95_detection"] < 0.2
     assert 0.0 <= row["false_alarm"] <= 0.15
     assert (out / "evaluate_relative_mahalanobis.png").is_file()
+
+
+def test_fit_with_the_background_in_the_whitened_space(tiny_export_run, unknown_dir, tmp_path):
+    out = tmp_path / "os"
+    r = invoke("openset", "fit", tiny_export_run, "--scorer", "relative_mahalanobis", "--background", "whitened",
+               "--out", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "openset.json").read_text())
+    assert doc["params"] == {"background_space": "whitened"}
+    with np.load(out / "openset.npz") as z:
+        r_ = z["whiten"].shape[1]
+        assert z["background_whiten"].shape == (r_, r_) and z["background_mean"].shape == (r_,)
+    r = invoke("openset", "evaluate", tiny_export_run, "--unknown", unknown_dir, "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads((out / "evaluate.json").read_text())
+    assert row["source"] == "saved" and row["auroc"] > 0.9
+    r = invoke("openset", "fit", tiny_export_run, "--background", "pixels", "--out", out)
+    assert r.exit_code == 2 and "--background" in r.output and "whitened" in r.output
 
 
 def test_evaluate_all_and_auto(tiny_export_run, unknown_dir, tmp_path):

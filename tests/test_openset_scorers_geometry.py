@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgetl.errors import EdgetlError
 from edgetl.openset import (
     FitData,
     auroc,
@@ -123,13 +124,45 @@ def test_mahalanobis_weighs_directions_by_class_spread():
 
 def test_relative_mahalanobis_ignores_a_direction_shared_by_all_data(world):
     data = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C)
-    rel = fit_scorer("relative_mahalanobis", data)
+    rel = fit_scorer("relative_mahalanobis", FitData(data.probs, data.embeddings, data.labels, C,
+                                                     options={"background": "whitened"}))
     plain = fit_scorer("mahalanobis", data)
     assert isinstance(rel, Mahalanobis) and rel.relative and not plain.relative
-    # relative = plain minus the background distance, for every frame
-    bg = ((l2_normalise(world["e_far"]) - rel.background_mean) @ rel.background_whiten) ** 2
+    # relative = plain minus the background distance, for every frame; "whitened": the background
+    # Gaussian lives in the class-whitened coordinates (r x r, no second D x r projection on the device)
+    assert rel.background_space == "whitened" and list(rel.projections()) == ["whiten"]
+    r = rel.whiten.shape[1]
+    assert rel.background_whiten.shape == (r, r)
+    z = l2_normalise(world["e_far"]) @ rel.whiten
+    bg = ((z - rel.background_mean) @ rel.background_whiten) ** 2
     expected = plain.score_batch(None, world["e_far"]) - bg.sum(1)
     assert np.allclose(rel.score_batch(None, world["e_far"]), expected, rtol=1e-3, atol=1e-2)
+    # Ren et al.'s original (the default): the background fitted on the embedding itself (D x r)
+    emb = fit_scorer("relative_mahalanobis", data)
+    assert emb.background_space == "embedding" and emb.background_whiten.shape == rel.whiten.shape
+    bg = ((l2_normalise(world["e_far"]) - emb.background_mean) @ emb.background_whiten) ** 2
+    expected = plain.score_batch(None, world["e_far"]) - bg.sum(1)
+    assert np.allclose(emb.score_batch(None, world["e_far"]), expected, rtol=1e-3, atol=1e-2)
+
+
+def test_relative_mahalanobis_state_names_its_background_space_and_old_bundles_still_load(world):
+    data = FitData(world["probs"](world["e_tr"]), world["e_tr"], world["y_tr"], C)
+    for space in ("whitened", "embedding"):  # rank 8 < D: the two spaces' arrays differ in shape
+        rel = fit_scorer("relative_mahalanobis", FitData(data.probs, data.embeddings, data.labels, C,
+                                                         options={"background": space, "rank": 8}))
+        params, arrays = rel.state()
+        assert params == {"background_space": space}
+        again = build_scorer("relative_mahalanobis", params, arrays)
+        assert np.allclose(again.score_batch(None, world["e_far"]), rel.score_batch(None, world["e_far"]))
+        if space == "embedding":  # written before background_space existed: no params at all
+            old = build_scorer("relative_mahalanobis", {}, arrays)
+            assert np.allclose(old.score_batch(None, world["e_far"]), rel.score_batch(None, world["e_far"]))
+        else:  # the same arrays read as the other space do not fit: a clear error, not garbage scores
+            with pytest.raises(DeviceError, match="background"):
+                build_scorer("relative_mahalanobis", {}, arrays)
+    with pytest.raises(EdgetlError, match="background must be one of"):
+        fit_scorer("relative_mahalanobis", FitData(data.probs, data.embeddings, data.labels, C,
+                                                   options={"background": "pixels"}))
 
 
 def test_energy_is_lower_for_confident_known_frames(world):

@@ -39,6 +39,7 @@ from edgetl_device.errors import DeviceError
 log = logging.getLogger(__name__)
 
 MAX_BANK = 2000
+BACKGROUND_SPACES = ("embedding", "whitened")  # where relative Mahalanobis fits its background Gaussian
 SCORER_NAMES = ("msp", "energy", "maxlogit", "cosine", "knn", "mahalanobis", "relative_mahalanobis",
                 "combined")
 
@@ -207,12 +208,16 @@ class KNN(Scorer):
 class Mahalanobis(Scorer):
     """min_c ||(e - mu_c) W||^2 where W W^T is the shared (shrunk) precision matrix.
 
-    Relative: minus ||(e - mu_0) W0||^2 of one Gaussian over all training data, which
-    removes directions every class shares (background, lighting) from the evidence.
+    Relative: minus the distance to one background Gaussian over all training data, which removes
+    directions every class shares (background, lighting) from the evidence (Ren et al. 2021).
+    `background_space` "embedding": ||(e - mu_0) W0||^2 with W0 D x r, as in the paper; "whitened": the
+    background Gaussian lives in the class-whitened coordinates z = e W, ||(z - z_0) W0||^2 with W0 r x r.
+    The latter reuses the projection the class distances need (cheaper on the device) and separates
+    in-scene unknowns better, unrelated photos worse (see `edgetl.openset.fit_mahalanobis`).
     """
 
     def __init__(self, means: np.ndarray, whiten: np.ndarray, background_mean: np.ndarray | None = None,
-                 background_whiten: np.ndarray | None = None) -> None:
+                 background_whiten: np.ndarray | None = None, background_space: str = "embedding") -> None:
         # projections in float32 (the cost: D x rank), distances summed in float64 because relative
         # Mahalanobis subtracts two large numbers
         self.whiten = np.asarray(whiten, dtype=np.float32)
@@ -220,23 +225,37 @@ class Mahalanobis(Scorer):
         self.projected_means = (self.means @ self.whiten).astype(np.float64)
         self.relative = background_mean is not None
         self.name = "relative_mahalanobis" if self.relative else "mahalanobis"
+        self.background_space = background_space
         if self.relative:
+            if background_space not in BACKGROUND_SPACES:
+                raise DeviceError(f"relative Mahalanobis background_space must be one of "
+                                  f"{', '.join(BACKGROUND_SPACES)} (got {background_space!r})")
             self.background_mean = np.asarray(background_mean, dtype=np.float32).reshape(-1)
             self.background_whiten = np.asarray(background_whiten, dtype=np.float32)
+            inner = self.whiten.shape[0 if background_space == "embedding" else 1]
+            if self.background_whiten.shape[0] != inner or self.background_mean.shape[0] != inner:
+                raise DeviceError(f"relative Mahalanobis background ({background_space} space) needs a "
+                                  f"{inner}-wide mean and whitening, got {self.background_mean.shape[0]} and "
+                                  f"{self.background_whiten.shape[0]}; refit the scorer")
             self.projected_background = (self.background_mean @ self.background_whiten).astype(np.float64)
 
     def class_distances(self, embeddings: np.ndarray) -> np.ndarray:
         e = self._emb(embeddings)
-        z = self._project(e, self.whiten).astype(np.float64)
+        z32 = self._project(e, self.whiten)
+        z = z32.astype(np.float64)
         d = ((z[:, None, :] - self.projected_means[None, :, :]) ** 2).sum(axis=2)
         if self.relative:
-            z0 = self._project(e, self.background_whiten).astype(np.float64) - self.projected_background
+            if self.background_space == "whitened":
+                inner = z32 @ self.background_whiten  # r x r on the projection already made
+            else:
+                inner = self._project(e, self.background_whiten)
+            z0 = inner.astype(np.float64) - self.projected_background
             d = d - (z0 ** 2).sum(axis=1, keepdims=True)
         return d
 
     def projections(self):
         out = {"whiten": self.whiten}
-        if self.relative:
+        if self.relative and self.background_space == "embedding":
             out["background_whiten"] = self.background_whiten
         return out
 
@@ -245,9 +264,11 @@ class Mahalanobis(Scorer):
 
     def state(self):
         arrays = {"means": self.means, "whiten": self.whiten}
+        params: dict[str, Any] = {}
         if self.relative:
             arrays |= {"background_mean": self.background_mean, "background_whiten": self.background_whiten}
-        return {}, arrays
+            params["background_space"] = self.background_space
+        return params, arrays
 
 
 class Combined(Scorer):
@@ -333,7 +354,9 @@ def build_scorer(name: str, params: dict[str, Any], arrays: dict[str, np.ndarray
     if name == "mahalanobis":
         return Mahalanobis(*_need(arrays, name, "means", "whiten"))
     if name == "relative_mahalanobis":
-        return Mahalanobis(*_need(arrays, name, "means", "whiten", "background_mean", "background_whiten"))
+        # bundles written before background_space existed fitted the background in the embedding space
+        return Mahalanobis(*_need(arrays, name, "means", "whiten", "background_mean", "background_whiten"),
+                           background_space=str(params.get("background_space", "embedding")))
     if name == "combined":
         parts = []
         for i, spec in enumerate(params.get("parts", [])):

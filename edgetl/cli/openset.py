@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from edgetl.openset import DEFAULT_KNN_SPACE
+from edgetl.openset import DEFAULT_BACKGROUND, DEFAULT_KNN_SPACE
 
 openset_app = typer.Typer(help="Unknown-object detection: fit scorers, calibrate, evaluate.", no_args_is_help=True)
 
@@ -19,8 +19,19 @@ KNN_SPACE_HELP = ("kNN: search the whitened space of the shared class covariance
                   "uses) or the plain embedding (cosine).")
 
 
-def _options(k: int, bank_size: int, shrinkage: float, knn_space: str) -> dict:
-    return {"k": k, "bank_size": bank_size, "shrinkage": shrinkage, "knn_space": knn_space}
+BACKGROUND_HELP = ("relative Mahalanobis: fit the background Gaussian on the embedding (Ren et al.; catches "
+                   "unrelated photos) or in the class-whitened space (cheaper; better on in-scene unknowns, "
+                   "much worse on unrelated photos).")
+
+
+def _options(k: int, bank_size: int, shrinkage: float, knn_space: str, background: str) -> dict:
+    from edgetl_device.openset import BACKGROUND_SPACES
+
+    if background not in BACKGROUND_SPACES:
+        raise typer.BadParameter(f"must be one of {', '.join(BACKGROUND_SPACES)} (got {background!r})",
+                                 param_hint="--background")
+    return {"k": k, "bank_size": bank_size, "shrinkage": shrinkage, "knn_space": knn_space,
+            "background": background}
 
 
 def _tflite_default(run: Path, tflite: Path | None, use_export: bool) -> Path | None:
@@ -44,13 +55,14 @@ def fit_cmd(
     bank_size: int = typer.Option(2000, "--bank-size", help="kNN: training vectors kept (<= 2000)."),
     shrinkage: float = typer.Option(0.1, "--shrinkage", help="Mahalanobis covariance shrinkage (0-1)."),
     knn_space: str = typer.Option(DEFAULT_KNN_SPACE, "--knn-space", help=KNN_SPACE_HELP),
+    background: str = typer.Option(DEFAULT_BACKGROUND, "--background", help=BACKGROUND_HELP),
     out: Path = typer.Option(None, "--out", help="Output folder (default RUN/openset)."),
 ) -> None:
     """Fit an unknown-object scorer on the training embeddings and calibrate its threshold on validation."""
     from edgetl.openset import fit_run
 
     doc = fit_run(run, scorer, false_alarm, _tflite_default(run, tflite, device_model), outliers, bundle,
-                  _options(k, bank_size, shrinkage, knn_space), out)
+                  _options(k, bank_size, shrinkage, knn_space, background), out)
     typer.echo(f"scorer {doc['scorer']}, threshold {doc['threshold']:.5g}: {100 * doc['val_false_alarm']:.1f}% of "
                f"{doc['n_val']} validation frames flagged (target {100 * false_alarm:.1f}%) -> "
                f"{out or run / 'openset'}")
@@ -71,6 +83,7 @@ def evaluate_cmd(
     bank_size: int = typer.Option(2000, "--bank-size"),
     shrinkage: float = typer.Option(0.1, "--shrinkage"),
     knn_space: str = typer.Option(DEFAULT_KNN_SPACE, "--knn-space", help=KNN_SPACE_HELP),
+    background: str = typer.Option(DEFAULT_BACKGROUND, "--background", help=BACKGROUND_HELP),
     out: Path = typer.Option(None, "--out", help="Folder with openset.json and for the plots (default RUN/openset)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
 ) -> None:
@@ -78,7 +91,7 @@ def evaluate_cmd(
     from edgetl.openset import evaluate_run
 
     rows = evaluate_run(run, unknown, scorer, false_alarm, _tflite_default(run, tflite, device_model),
-                        _options(k, bank_size, shrinkage, knn_space), out)
+                        _options(k, bank_size, shrinkage, knn_space, background), out)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -103,12 +116,14 @@ def loco_cmd(
     bank_size: int = typer.Option(2000, "--bank-size"),
     shrinkage: float = typer.Option(0.1, "--shrinkage"),
     knn_space: str = typer.Option(DEFAULT_KNN_SPACE, "--knn-space", help=KNN_SPACE_HELP),
+    background: str = typer.Option(DEFAULT_BACKGROUND, "--background", help=BACKGROUND_HELP),
     out: Path = typer.Option(None, "--out", help="Output folder (default RUN/openset)."),
 ) -> None:
     """Leave-one-class-out: each class in turn is the unknown (estimate without unknown data)."""
     from edgetl.openset import AUTO_CANDIDATES, loco_run
 
-    res = loco_run(run, scorer or AUTO_CANDIDATES, tflite, _options(k, bank_size, shrinkage, knn_space), out)
+    options = _options(k, bank_size, shrinkage, knn_space, background)
+    res = loco_run(run, scorer or AUTO_CANDIDATES, tflite, options, out)
     from rich.console import Console
     from rich.table import Table
 
