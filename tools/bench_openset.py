@@ -125,6 +125,13 @@ def embed(model, paths: list[Path], cache: Path, tag: str) -> np.ndarray:
     return e
 
 
+def fold_metrics(known: np.ndarray, near: np.ndarray, far: np.ndarray, threshold: float) -> dict[str, float]:
+    """One fold's METRICS from the scores of set-B known frames, the held-out class and the far photos."""
+    return {"near": auroc(known, near), "fpr95": fpr_at_tpr(known, near),
+            "fa95det": false_alarm_at_detection(known, near), "far": auroc(known, far),
+            "fa": false_alarm_rate(known, threshold)}
+
+
 def loco(e_tr, y_tr, e_te, y_te, e_far, classes, scorers, options,
          standardise: bool = False) -> dict[str, dict[str, list[float]]]:
     rng = np.random.default_rng(0)
@@ -149,11 +156,8 @@ def loco(e_tr, y_tr, e_te, y_te, e_far, classes, scorers, options,
             t = calibrate_threshold(s.score_batch(probs(e_tr[cal]), e_tr[cal]), 0.05)
             st = s.score_batch(probs(e_te), e_te)
             sf = s.score_batch(probs(e_far), e_far)
-            res[name]["near"].append(auroc(st[known], st[near]))
-            res[name]["fpr95"].append(fpr_at_tpr(st[known], st[near]))
-            res[name]["fa95det"].append(false_alarm_at_detection(st[known], st[near]))
-            res[name]["far"].append(auroc(st[known], sf))
-            res[name]["fa"].append(false_alarm_rate(st[known], t))
+            for key, value in fold_metrics(st[known], st[near], sf, t).items():
+                res[name][key].append(value)
         log.info("held out %s: %s", classes[held],
                  ", ".join(f"{n}={res[n]['near'][-1]:.3f}" for n in scorers))
     return res
@@ -191,9 +195,7 @@ def _fold_scores(run, embed, test, far, held: str, scorers, options, cache: Path
         sc = fit_scorer(sname, data, calib=(vp, ve))
         thr = calibrate_threshold(sc.score_batch(vp, ve), 0.05)
         st, sf = sc.score_batch(sp, se), sc.score_batch(fp, fe)
-        out[sname] = {"near": auroc(st[~near], st[near]), "fpr95": fpr_at_tpr(st[~near], st[near]),
-                      "fa95det": false_alarm_at_detection(st[~near], st[near]),
-                      "far": auroc(st[~near], sf), "fa": false_alarm_rate(st[~near], thr)}
+        out[sname] = fold_metrics(st[~near], st[near], sf, thr)
     return out, lambda sname: fit_scorer(sname, data, calib=(vp, ve))
 
 
