@@ -36,8 +36,9 @@ def connect(opts: BrokerOptions, client_id: str | None = None, clean_session: bo
     """Connect and start the network loop; raises EdgetlError when the broker is unreachable or refuses us.
 
     `subscribe` is (re)done on every connect, after `on_message` is in place, so retained messages and
-    reconnects are not missed. A fixed `client_id` with `clean_session=False` makes the broker queue
-    QoS 1 messages while we are away.
+    reconnects are not missed; the first connect returns once the broker acknowledged the subscription, so
+    nothing published after this returns is missed either. A fixed `client_id` with `clean_session=False`
+    makes the broker queue QoS 1 messages while we are away.
     """
     url = parse_broker_url(opts.url)
     client = mqtt.Client(
@@ -70,10 +71,12 @@ def connect(opts: BrokerOptions, client_id: str | None = None, clean_session: bo
     def on_connect(c, _u, _flags, reason_code, _props) -> None:
         result["rc"] = reason_code
         if not reason_code.is_failure and subscribe:
-            c.subscribe(subscribe)
-        connected.set()
+            c.subscribe(subscribe)  # `connected` is set on its SUBACK
+        else:
+            connected.set()
 
     client.on_connect = on_connect
+    client.on_subscribe = lambda *_: connected.set()
     if on_message is not None:
         client.on_message = on_message
     try:
