@@ -3,6 +3,7 @@
     python tools/bench_export.py                       # trains hymenoptera + find-the-ship, then exports
     python tools/bench_export.py --runs-dir DIR        # reuse/keep runs in DIR/<name>/run (or a bench_train --out DIR)
     python tools/bench_export.py --only hymenoptera --threads 2
+    python tools/bench_export.py --only hymenoptera-qat   # MobileNetV2-1.0 (Coral QAT weights), for scale
 
 Per run and mode: conversion time, file size (and ratio to float32), accuracy of the .tflite on the
 run's validation split vs the Keras float model (drop in points), and invoke latency p50/p90 through
@@ -71,7 +72,9 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs-dir", type=Path, default=Path(tempfile.gettempdir()) / "edgetl_bench_export")
-    p.add_argument("--only", action="append", help="run name (repeatable)")
+    p.add_argument("--only", action="append",
+                   help="trainer bench run name, repeatable (default: the issue's hymenoptera and find-the-ship; "
+                        "hymenoptera-qat = MobileNetV2-1.0 with the Coral QAT weights)")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--bench-runs", type=int, default=100)
@@ -91,9 +94,12 @@ def main() -> int:
                   title=f"edgetl export (threads={args.threads}, best p50 of {args.rounds} rounds)")
     checks = []
     trainer_runs = bench_train.runs(shared)
-    for name in EXPORTED:
-        if args.only and name not in args.only:
-            continue
+    unknown = sorted(set(args.only or ()) - set(trainer_runs))
+    if unknown:
+        print(f"--only: no trainer run named {', '.join(unknown)} (choose from {', '.join(trainer_runs)})",
+              file=sys.stderr)
+        return 2
+    for name in args.only or EXPORTED:
         run = ensure_run(name, trainer_runs[name], args.runs_dir, args.fine_tune_epochs)
         exports = {}
         for mode in modes:

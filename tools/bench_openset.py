@@ -21,8 +21,11 @@ What it runs (CPU friendly; say so when quoting the figures):
   `--int8-fold` fold is also exported with `edgetl export --quant int8` and scored on the int8
   model's own outputs, and the scorer cost is measured against that model's invoke. ~3 min per fold.
 
-    python tools/bench_openset.py [--cache DIR] [--skip-int8] [--skip-loco] [--int8-fold CLASS]
-    python tools/bench_openset.py --trained DIR [--skip-int8] [--int8-fold CLASS]
+- `--alpha 1.0`: the same with MobileNetV2 1.0 and the shared Coral QAT weights (frozen or trained);
+  about 5x the backbone's compute.
+
+    python tools/bench_openset.py [--cache DIR] [--alpha A] [--skip-int8] [--skip-loco] [--int8-fold CLASS]
+    python tools/bench_openset.py --trained DIR [--alpha A] [--skip-int8] [--int8-fold CLASS]
 """
 
 from __future__ import annotations
@@ -84,15 +87,20 @@ def far_samples(shared: Path, per_flower: int = 60) -> list[Path]:
     return paths
 
 
-def backbone_model(embedding: str = "gap"):
+# the shared MobileNetV2 weights by width: ImageNet 0.35, and 1.0 trained for quantization (Coral QAT)
+WEIGHTS = {0.35: "weights/mobilenet_v2_0.35_224_no_top.h5",
+           1.0: "weights/mobilenet_v2_1.0_224_coral_qat_no_top.weights.h5"}
+
+
+def backbone_model(embedding: str = "gap", alpha: float = 0.35):
     """Frozen backbone -> pooled features: "gap", or "multiscale" = GAP(final) + GMP(stride 16), not yet
     standardised (each fold standardises on its own known training frames, as `edgetl train` would)."""
     import keras
 
     from edgetl.backbones import build_classifier
 
-    weights = shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"
-    model, _ = build_classifier("mobilenet_v2", 0.35, SIZE, str(weights), 2, embedding=embedding)
+    weights = shared_data_dir() / WEIGHTS[alpha]
+    model, _ = build_classifier("mobilenet_v2", alpha, SIZE, str(weights), 2, embedding=embedding)
     emb = model.get_layer("embedding")
     return keras.Model(model.input, emb.input if embedding == "multiscale" else emb.output)
 
@@ -200,7 +208,8 @@ def _fold_scores(run, embed, test, far, held: str, scorers, options, cache: Path
 
 
 def trained_loco(train, test, far, classes, scorers, options, work: Path,
-                 int8_fold: str | None = None, train_options: dict | None = None) -> dict[str, dict[str, list[float]]]:
+                 int8_fold: str | None = None, train_options: dict | None = None,
+                 alpha: float = 0.35) -> dict[str, dict[str, list[float]]]:
     """LOCO with a model from `edgetl train` per fold (the trainer benchmark's fixed-camera recipe).
 
     Fold k: train on set-A without class k (its own seeded 80/20 split: early stopping and the
@@ -214,8 +223,8 @@ def trained_loco(train, test, far, classes, scorers, options, work: Path,
 
     res: dict[str, dict[str, list[float]]] = {s: {k: [] for k in METRICS} for s in scorers}
     int8_rows: dict[str, dict[str, tuple]] = {}
-    opts = dict(bench_train.FIXED_CAMERA, alpha=0.35,
-                weights=str(shared_data_dir() / "weights/mobilenet_v2_0.35_224_no_top.h5"), **(train_options or {}))
+    opts = dict(bench_train.FIXED_CAMERA, alpha=alpha, weights=str(shared_data_dir() / WEIGHTS[alpha]),
+                **(train_options or {}))
     for name in classes:
         fold = work / f"without-{name}"
         run_dir = fold / "run"
@@ -277,7 +286,8 @@ def print_table(res, classes, title: str = "frozen MobileNetV2-0.35 @224") -> No
           "FA@95det: known frames flagged when 95 % of unknown frames are caught (OpenOOD v1.5's convention)")
 
 
-def head_model(w: np.ndarray, b: np.ndarray, embedding: str = "gap", norm: tuple | None = None):
+def head_model(w: np.ndarray, b: np.ndarray, embedding: str = "gap", norm: tuple | None = None,
+               alpha: float = 0.35):
     """Frozen backbone -> `embedding` -> L2 norm -> Dense softmax `probabilities` with the fitted head."""
     import keras
     import tensorflow as tf
@@ -286,7 +296,7 @@ def head_model(w: np.ndarray, b: np.ndarray, embedding: str = "gap", norm: tuple
         def call(self, x):
             return tf.nn.l2_normalize(x, axis=-1)
 
-    pooled = backbone_model(embedding)
+    pooled = backbone_model(embedding, alpha)
     emb = pooled.output
     if norm is not None:
         emb = keras.layers.Normalization(mean=norm[0], variance=norm[1] ** 2, name="embedding")(emb)
@@ -298,7 +308,7 @@ def head_model(w: np.ndarray, b: np.ndarray, embedding: str = "gap", norm: tuple
 
 
 def int8_check(e_tr, y_tr, e_te, y_te, e_far, train, test, far, classes, held: int, tmp: Path,
-               options: dict, embedding: str = "gap") -> None:
+               options: dict, embedding: str = "gap", alpha: float = 0.35) -> None:
     """Float (Keras and TFLite) vs int8 TFLite AUROC for one fold, and the scorers' cost vs one invoke."""
     from edgetl.data import load_images
     from edgetl.export import convert, export_graph, predict_tflite
@@ -310,7 +320,7 @@ def int8_check(e_tr, y_tr, e_te, y_te, e_far, train, test, far, classes, held: i
     if norm is not None:
         e_tr, e_te, e_far = ((e - norm[0]) / norm[1] for e in (e_tr, e_te, e_far))
     w, b = fit_linear_head(e_tr[keep], remap(y_tr[keep]), c)
-    model = head_model(w, b, embedding, norm)
+    model = head_model(w, b, embedding, norm, alpha)
     graph = export_graph(model, SIZE)
     tmp.mkdir(parents=True, exist_ok=True)
     calib_paths = [p for (p, _), k in zip(train, keep, strict=True) if k][::8]
@@ -428,6 +438,9 @@ def main() -> None:
                          "(use a fresh DIR: runs already in DIR are reused as they are)")
     ap.add_argument("--embedding", choices=("gap", "multiscale"), default="gap",
                     help="the trainer's --embedding (multiscale: + max-pooled stride-16 features, standardised)")
+    ap.add_argument("--alpha", type=float, choices=sorted(WEIGHTS), default=0.35,
+                    help="MobileNetV2 width (1.0: the shared Coral QAT weights); frozen path, and with --trained the "
+                         "trainer's backbone")
     args = ap.parse_args()
     options = {"k": args.k, "shrinkage": args.shrinkage, "rank": args.rank, "bank_size": args.bank_size,
                "knn_space": args.knn_space, "background": args.background,
@@ -443,18 +456,20 @@ def main() -> None:
         res = trained_loco(train, test, far, classes, SCORERS,
                            options, args.trained,
                            None if args.skip_int8 else args.int8_fold,
-                           {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.train_option)})
+                           {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.train_option)},
+                           args.alpha)
         log.info("trained leave-one-class-out took %.0f s", time.perf_counter() - t0)
-        print_table(res, classes, "a trained model per fold (edgetl train, MobileNetV2-0.35 @224, multiscale)")
+        print_table(res, classes, f"a trained model per fold (edgetl train, MobileNetV2-{args.alpha} @224, multiscale)")
         return
     model = None
     suffix = "" if args.embedding == "gap" else f"-{args.embedding}"
+    suffix += "" if args.alpha == 0.35 else f"-{args.alpha}"
     needed = [("train", [p for p, _ in train]), ("test", [p for p, _ in test]), ("far", far)]
     arrays = {}
     for tag, paths in needed:
         key = hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()[:12]
         if not (args.cache / f"{tag}{suffix}-{key}.npy").is_file() and model is None:
-            model = backbone_model(args.embedding)
+            model = backbone_model(args.embedding, args.alpha)
         arrays[tag] = embed(model, paths, args.cache, tag + suffix)
     y_tr = np.array([classes.index(lab) for _, lab in train])
     y_te = np.array([classes.index(lab) for _, lab in test])
@@ -466,12 +481,12 @@ def main() -> None:
                    options,
                    standardise=args.embedding == "multiscale")
         log.info("leave-one-class-out fitting+scoring took %.1f s", time.perf_counter() - t0)
-        print_table(res, classes)
+        print_table(res, classes, f"frozen MobileNetV2-{args.alpha} @224")
     if not args.skip_int8:
         held = classes.index(args.int8_fold)
         int8_check(arrays["train"], y_tr, arrays["test"], y_te, arrays["far"], train, test, far, classes, held,
                    args.cache / f"tflite{suffix}", options,
-                   args.embedding)
+                   args.embedding, args.alpha)
 
 
 if __name__ == "__main__":
