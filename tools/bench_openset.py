@@ -22,7 +22,8 @@ What it runs (CPU friendly; say so when quoting the figures):
   model's own outputs, and the scorer cost is measured against that model's invoke. ~3 min per fold.
 
 - `--alpha 1.0`: the same with MobileNetV2 1.0 and the shared Coral QAT weights (frozen or trained);
-  about 5x the backbone's compute.
+  about 5x the backbone's compute. The issue's figures (all four targets met, ~85 min on 2 cores):
+  `--trained DIR --alpha 1.0 --train-option fine_tune_epochs=6`.
 
     python tools/bench_openset.py [--cache DIR] [--alpha A] [--skip-int8] [--skip-loco] [--int8-fold CLASS]
     python tools/bench_openset.py --trained DIR [--alpha A] [--skip-int8] [--int8-fold CLASS]
