@@ -44,6 +44,7 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import bench_train  # noqa: E402  (its recipes and shared weight files)
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
@@ -89,8 +90,7 @@ def far_samples(shared: Path, per_flower: int = 60) -> list[Path]:
 
 
 # the shared MobileNetV2 weights by width: ImageNet 0.35, and 1.0 trained for quantization (Coral QAT)
-WEIGHTS = {0.35: "weights/mobilenet_v2_0.35_224_no_top.h5",
-           1.0: "weights/mobilenet_v2_1.0_224_coral_qat_no_top.weights.h5"}
+WEIGHTS = {0.35: bench_train.W035, 1.0: bench_train.WQAT}
 
 
 def backbone_model(embedding: str = "gap", alpha: float = 0.35):
@@ -216,8 +216,6 @@ def trained_loco(train, test, far, classes, scorers, options, work: Path,
     Fold k: train on set-A without class k (its own seeded 80/20 split: early stopping and the
     threshold use the 20 %), fit every scorer on the run's training frames and the model's own outputs,
     then test on set-B: known = the other classes, near unknown = class k; far = the photos."""
-    import bench_train
-
     from edgetl.openset import Embedder
     from edgetl.run import Run
     from edgetl.train import train as train_run

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from edgetl.openset import DEFAULT_BACKGROUND, DEFAULT_KNN_SPACE
+from edgetl.openset import BACKGROUND_SPACES, DEFAULT_BACKGROUND, DEFAULT_KNN_SPACE
 
 openset_app = typer.Typer(help="Unknown-object detection: fit scorers, calibrate, evaluate.", no_args_is_help=True)
 
@@ -25,8 +25,6 @@ BACKGROUND_HELP = ("relative Mahalanobis: fit the background Gaussian on the emb
 
 
 def _options(k: int, bank_size: int, shrinkage: float, knn_space: str, background: str) -> dict:
-    from edgetl_device.openset import BACKGROUND_SPACES
-
     if background not in BACKGROUND_SPACES:
         raise typer.BadParameter(f"must be one of {', '.join(BACKGROUND_SPACES)} (got {background!r})",
                                  param_hint="--background")
