@@ -346,6 +346,34 @@ def hamming_matrix(hashes: Sequence[int]) -> np.ndarray:
     return (64 - same).astype(np.int32)
 
 
+# An image holds no more detail than its thumbnail at ratio r when shrinking it to r of its size and enlarging
+# it back changes 99 % of its pixels by at most DETAIL_TOLERANCE levels in every channel (upscaled web thumbnails
+# do this; a sharp photo, or a hard-edged drawing, does not).
+DETAIL_RATIOS = (1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3)
+DETAIL_TOLERANCE = 12.0
+
+
+def detail_ratio(rgb: np.ndarray) -> float:
+    """The smallest fraction of its size an image survives a shrink-and-enlarge round trip at
+    (DETAIL_TOLERANCE), 1.0 when none: how much of the stored resolution carries detail.
+
+    Sharp photos give 1.0; the flowers5 thumbnails (128 px files) give 1/4: they hold about 32 px
+    of detail, and a 224 px network fed them sees blur that no fine-tuning can sharpen."""
+    import cv2
+
+    img = np.asarray(rgb).astype(np.float32)
+    h, w = img.shape[:2]
+    for ratio in DETAIL_RATIOS:
+        small = (max(1, round(w * ratio)), max(1, round(h * ratio)))
+        if min(small) < 8:
+            continue
+        back = cv2.resize(cv2.resize(img, small, interpolation=cv2.INTER_AREA), (w, h),
+                          interpolation=cv2.INTER_CUBIC)
+        if np.percentile(np.abs(back - img).max(axis=-1), 99) <= DETAIL_TOLERANCE:
+            return ratio
+    return 1.0
+
+
 def _inspect(path: Path) -> dict:
     """Decode one file fully (catches truncation) and describe it."""
     import hashlib
@@ -360,6 +388,7 @@ def _inspect(path: Path) -> dict:
             info["width"], info["height"], info["mode"] = im.width, im.height, im.mode
         rgb = np.asarray(_open_rgb(path, 256))
         info["phash"] = perceptual_hash(rgb)
+        info["detail"] = detail_ratio(rgb)
     except (EdgetlError, OSError) as e:
         info["error"] = str(e)
     return info
@@ -367,8 +396,9 @@ def _inspect(path: Path) -> dict:
 
 def check_dataset(data, *, csv_options: dict | None = None, near_distance: int = 4, tiny_class: int = 10,
                   imbalance_ratio: float = 5.0, workers: int = 4) -> dict:
-    """Classes, counts, image sizes, unreadable files, exact/near duplicates (flagging train/val/test
-    leakage), class imbalance and tiny classes. Never raises on bad images: they are reported."""
+    """Classes, counts, image sizes and detail (`detail_ratio`), unreadable files, exact/near duplicates
+    (flagging train/val/test leakage), class imbalance and tiny classes. Never raises on bad images: they
+    are reported."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm.auto import tqdm
@@ -394,6 +424,10 @@ def check_dataset(data, *, csv_options: dict | None = None, near_distance: int =
         sizes = {"width": {"min": int(widths.min()), "median": int(np.median(widths)), "max": int(widths.max())},
                  "height": {"min": int(heights.min()), "median": int(np.median(heights)), "max": int(heights.max())},
                  "modes": dict(Counter(i["mode"] for i in good))}
+        ratios = np.array([i["detail"] for i in good])
+        detail_px = ratios * np.minimum(widths, heights)
+        sizes["detail"] = {"median_ratio": round(float(np.median(ratios)), 3), "median_px": int(np.median(detail_px)),
+                           "upscaled": int(np.sum(ratios <= 0.5))}
 
     # Exact duplicates (same bytes), then near duplicates (small perceptual-hash distance).
     groups: dict[str, list[dict]] = {}
@@ -421,6 +455,13 @@ def check_dataset(data, *, csv_options: dict | None = None, near_distance: int =
     label_conflicts = [d for d in duplicates if d["conflicting_labels"]]
     if label_conflicts:
         warnings.append(f"{len(label_conflicts)} duplicate group(s) carry different labels")
+    if sizes and sizes["detail"]["median_ratio"] <= 0.5:
+        d = sizes["detail"]
+        warnings.append(f"most images hold about {d['median_px']} px of detail (median) though stored at "
+                        f"{min(sizes['width']['median'], sizes['height']['median'])} px (enlarged thumbnails or "
+                        "heavy blur); "
+                        "expect lower accuracy than on sharp photos, and a larger --size will not help — use the "
+                        "original images if you have them")
     total = Counter(s.label for s in dataset.all_samples())
     if len(total) < 2:
         warnings.append(f"only {len(total)} class; training needs at least 2")

@@ -1,4 +1,4 @@
-"""`edgetl data check`: counts, sizes, corrupt files, duplicates/leakage, imbalance; table and --json."""
+"""`edgetl data check`: counts, sizes, detail, corrupt files, duplicates/leakage, imbalance; table and --json."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edgetl.cli import app
-from edgetl.data import check_dataset, hamming_matrix, perceptual_hash
-from tests.support.runs import make_image_dataset
+from edgetl.data import check_dataset, detail_ratio, hamming_matrix, perceptual_hash
+from tests.support.runs import draw_shape, make_image_dataset
+from tests.support.shared import shared_data_or_none
 
 
 @pytest.fixture
@@ -98,3 +99,47 @@ def test_csv_rows_with_missing_files_are_reported_not_fatal(tmp_path):
     r = check_dataset(manifest)
     assert r["total"] == 7 and r["readable"] == 6
     assert r["unreadable"][0]["path"].endswith("gone.png")
+
+
+def _textured(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A sharp picture: pixel-level colour noise, every channel."""
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def _enlarged_thumbnail(rng: np.random.Generator, thumb: int, size: int) -> Image.Image:
+    """A `thumb` px photo-like texture (detail down to about a pixel) enlarged to `size` px."""
+    import cv2
+
+    small = cv2.GaussianBlur(_textured(rng, thumb), (0, 0), 0.7)
+    return Image.fromarray(small).resize((size, size), Image.BICUBIC)
+
+
+def test_detail_ratio_tells_enlarged_thumbnails_from_sharp_pictures():
+    rng = np.random.default_rng(0)
+    sharp = _textured(rng, 128)
+    assert detail_ratio(sharp) == 1.0
+    assert detail_ratio(np.asarray(_enlarged_thumbnail(rng, 32, 128))) == 0.25  # it holds 32 px of detail
+    # a hard-edged drawing on a smooth background is sharp, though most of it is flat
+    assert detail_ratio(draw_shape("circle", 96, rng)) == 1.0
+
+
+def test_check_warns_when_most_images_are_enlarged_thumbnails(tmp_path):
+    rng = np.random.default_rng(1)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(6):
+            _enlarged_thumbnail(rng, 24, 96).save(tmp_path / label / f"{i}.jpg", quality=95)
+    r = check_dataset(tmp_path, tiny_class=2)
+    assert r["sizes"]["detail"]["upscaled"] == 12 and r["sizes"]["detail"]["median_px"] == 24
+    assert any("px of detail" in w for w in r["warnings"])
+    res = CliRunner().invoke(app, ["data", "check", str(tmp_path)])
+    assert res.exit_code == 0 and "detail: about" in res.output
+
+
+def test_flowers5_thumbnails_are_recognised_as_such():
+    root = shared_data_or_none("datasets", "flowers5")
+    if root is None:
+        pytest.skip("shared data absent: flowers5 (set EDGETL_SHARED_DATA)")
+    r = check_dataset(root)
+    assert r["sizes"]["detail"]["median_px"] == 32  # 128 px files enlarged from ~32 px thumbnails
+    assert any("px of detail" in w for w in r["warnings"])

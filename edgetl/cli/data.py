@@ -50,6 +50,9 @@ def _print_check(r: dict) -> None:
         w, h = r["sizes"]["width"], r["sizes"]["height"]
         console.print(f"sizes: width {w['min']}-{w['max']} (median {w['median']}), height {h['min']}-{h['max']} "
                       f"(median {h['median']}); modes {r['sizes']['modes']}")
+        d = r["sizes"]["detail"]
+        console.print(f"detail: about {d['median_px']} px (median; {d['median_ratio']:.2f} of the stored size); "
+                      f"{d['upscaled']} image(s) enlarged 2x or more")
     for b in r["unreadable"][:20]:
         console.print(f"[red]unreadable[/] {b['error']}", markup=True, highlight=False)
     for d in r["duplicates"][:20]:
