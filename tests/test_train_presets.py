@@ -1,4 +1,4 @@
-"""`--preset photos|fixed-camera` fills the options the user left out; explicit options still win."""
+"""`--preset photos|photos-large|fixed-camera` fills the options the user left out; explicit options still win."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_presets_name_only_real_training_options():
 
 
 def test_unknown_preset_is_a_clear_error(tmp_path):
-    with pytest.raises(EdgetlError, match="--preset must be one of photos, fixed-camera"):
+    with pytest.raises(EdgetlError, match="--preset must be one of photos, photos-large, fixed-camera"):
         train(tmp_path, tmp_path / "run", preset="drones")
 
 

@@ -23,11 +23,10 @@ from tests.support.shared import shared_data_dir  # noqa: E402
 W035 = "weights/mobilenet_v2_0.35_224_no_top.h5"
 WQAT = "weights/mobilenet_v2_1.0_224_coral_qat_no_top.weights.h5"
 COMMON = dict(backbone="mobilenet_v2", size=224, augment=True, seed=0)
-# flowers5 (no preset fits it yet): the generic recipe the presets grew from
-GENERIC = dict(COMMON, cache_embeddings=True, epochs=60, patience=8, learning_rate=3e-3, fine_tune_blocks=8,
-               fine_tune_epochs=8, fine_tune_learning_rate=1e-4)
-# edgetl.train.PRESETS, measured here: "photos" (small ImageNet-like data) and "fixed-camera" (small objects)
+# edgetl.train.PRESETS, measured here: "photos" (small ImageNet-like data), "photos-large" (thousands of photos,
+# or photos unlike ImageNet's) and "fixed-camera" (small objects)
 PHOTOS = dict(COMMON, preset="photos")
+PHOTOS_LARGE = dict(COMMON, preset="photos-large")
 FIXED_CAMERA = dict(COMMON, preset="fixed-camera")
 
 
@@ -42,7 +41,7 @@ def runs(root: Path) -> dict[str, dict]:
                               val=ds / "find-the-ship/set-B_test/image_labels.csv", csv=ship_csv,
                               options=dict(FIXED_CAMERA, alpha=0.35, weights=str(root / W035))),
         "flowers5": dict(split="stratified 80/20, seed 0", target=0.85, data=ds / "flowers5",
-                         options=dict(GENERIC, alpha=0.35, weights=str(root / W035))),
+                         options=dict(PHOTOS_LARGE, alpha=0.35, weights=str(root / W035))),
         "hymenoptera-qat": dict(split="train -> val (alpha 1.0 QAT)", target=0.95, data=ds / "hymenoptera",
                                 options=dict(PHOTOS, alpha=1.0, weights=str(root / WQAT))),
     }

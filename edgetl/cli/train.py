@@ -43,8 +43,8 @@ def train_cmd(
     alpha: float = typer.Option(0.35, help="Width multiplier."),
     size: int = typer.Option(224, help="Input size in pixels (square)."),
     weights: str = typer.Option("imagenet", help="imagenet (Keras cache/download) | PATH to a weights file | none"),
-    preset: str = typer.Option(None, help="photos | fixed-camera: measured recipes (see tools/bench_train.py) "
-                               "for the options below that you do not give."),
+    preset: str = typer.Option(None, help="photos | photos-large | fixed-camera: measured recipes (see "
+                               "tools/bench_train.py) for the options below that you do not give."),
     epochs: int = typer.Option(None, help=f"Phase 1 epochs (head on the frozen backbone). [default: {_D.epochs}]"),
     fine_tune_epochs: int = typer.Option(None, help="Phase 2 epochs (top blocks unfrozen); 0 skips it. "
                                          f"[default: {_D.fine_tune_epochs}]"),
