@@ -45,6 +45,16 @@ def test_vtest_as_camera_status_snapshot(shared_data, tmp_path):
     assert telemetry and {"fps", "inference_ms_p50", "motion_skip_ratio", "camera_online"} <= telemetry[0].keys()
 
 
+def test_opencv_pool_is_sized_by_the_config(shared_data, tmp_path):
+    cv2.setNumThreads(-1)  # back to OpenCV's default
+    default = cv2.getNumThreads()
+    cfg = vtest_config(shared_data, tmp_path / "a")
+    Runtime(cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"opencv_threads": None})}))
+    assert cv2.getNumThreads() == default  # null: left alone
+    Runtime(vtest_config(shared_data, tmp_path / "b"))
+    assert cfg.runtime.opencv_threads == 1 and cv2.getNumThreads() == 1
+
+
 @pytest.fixture
 def running(shared_data, tmp_path):
     runtime = Runtime(vtest_config(shared_data, tmp_path / "data", paced=True, loop=True))

@@ -173,6 +173,10 @@ class RuntimeConfig(_Strict):
     status_interval: float = Field(10.0, gt=0, description="Seconds between status snapshots / telemetry.")
     log_format: str = Field("text", pattern="^(text|json)$", description="text, or json lines for journald.")
     read_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a frame before reporting a stall.")
+    opencv_threads: int | None = Field(
+        1, ge=1, description="Threads in OpenCV's own pool (resize, colour, blur), set at start; null keeps "
+        "OpenCV's default (all cores). Per-frame ops are small: a pool's waiting threads spin on the cores the "
+        "decoder and the interpreter need (2 cores, static scene: CPU per gated frame 0.73 -> 0.62 ms).")
 
 
 class DeviceConfig(_Strict):

@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 
 from edgetl_device import __version__
@@ -83,6 +84,8 @@ class Runtime:
                  config_path: str | os.PathLike[str] | None = None) -> None:
         self.config = config
         self.config_path = Path(config_path) if config_path else None
+        if config.runtime.opencv_threads is not None:
+            cv2.setNumThreads(config.runtime.opencv_threads)  # process-wide
         self.data_dir = Path(config.storage.data_dir)
         self.clips_dir = self.data_dir / "clips"
         self.data_dir.mkdir(parents=True, exist_ok=True)
