@@ -354,8 +354,8 @@ DETAIL_TOLERANCE = 12.0
 
 
 def detail_ratio(rgb: np.ndarray) -> float:
-    """The smallest fraction of its size an image survives a shrink-and-enlarge round trip at
-    (DETAIL_TOLERANCE), 1.0 when none: how much of the stored resolution carries detail.
+    """The smallest DETAIL_RATIOS fraction an image can be shrunk to and enlarged back from within
+    DETAIL_TOLERANCE (1.0 when none can): how much of the stored resolution carries detail.
 
     Sharp photos give 1.0; the flowers5 thumbnails (128 px files) give 1/4: they hold about 32 px
     of detail, and a 224 px network fed them sees blur that no fine-tuning can sharpen."""
@@ -457,11 +457,10 @@ def check_dataset(data, *, csv_options: dict | None = None, near_distance: int =
         warnings.append(f"{len(label_conflicts)} duplicate group(s) carry different labels")
     if sizes and sizes["detail"]["median_ratio"] <= 0.5:
         d = sizes["detail"]
-        warnings.append(f"most images hold about {d['median_px']} px of detail (median) though stored at "
-                        f"{min(sizes['width']['median'], sizes['height']['median'])} px (enlarged thumbnails or "
-                        "heavy blur); "
-                        "expect lower accuracy than on sharp photos, and a larger --size will not help — use the "
-                        "original images if you have them")
+        stored = min(sizes["width"]["median"], sizes["height"]["median"])
+        warnings.append(f"most images hold about {d['median_px']} px of detail (median) though stored at {stored} "
+                        "px (enlarged thumbnails or heavy blur): expect lower accuracy than on sharp photos, and a "
+                        "larger --size will not help; use the original images if you have them")
     total = Counter(s.label for s in dataset.all_samples())
     if len(total) < 2:
         warnings.append(f"only {len(total)} class; training needs at least 2")
