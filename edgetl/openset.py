@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgetl.errors import EdgetlError
+from edgetl.linear_head import softmax
 from edgetl_device.openset import (
     BACKGROUND_SPACES,
     KNN,
@@ -167,12 +168,6 @@ def fit_linear_head(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, 
             v[i] = 0.999 * v[i] + 0.001 * grad * grad
             param -= lr * 0.01 * (m[i] / (1 - 0.9**t)) / (np.sqrt(v[i] / (1 - 0.999**t)) + 1e-8)
     return (w * scale).astype(np.float32), b.astype(np.float32)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
 
 
 def _whiten(centered: np.ndarray, shrinkage: float, rank: int | None) -> np.ndarray:

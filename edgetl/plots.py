@@ -26,8 +26,9 @@ def plot_curves(history: Sequence[dict], path: Path) -> None:
         for prefix, style in (("", "-"), ("val_", "--")):
             ys = [row.get(prefix + key) for row in history]
             if any(y is not None and y != "" for y in ys):
-                ax.plot(epochs, [np.nan if y in (None, "") else float(y) for y in ys], style,
-                        label=(prefix or "train_") + key)
+                # markers: a head solved on cached embeddings is a single point, not a curve
+                ax.plot(epochs, [np.nan if y in (None, "") else float(y) for y in ys], style, marker="o",
+                        markersize=3, label=(prefix or "train_") + key)
         phases = [row.get("phase") for row in history]
         for i in range(1, len(phases)):
             if phases[i] != phases[i - 1]:

@@ -45,7 +45,9 @@ def train_cmd(
     weights: str = typer.Option("imagenet", help="imagenet (Keras cache/download) | PATH to a weights file | none"),
     preset: str = typer.Option(None, help="photos | photos-large | fixed-camera: measured recipes (see "
                                "tools/bench_train.py) for the options below that you do not give."),
-    epochs: int = typer.Option(None, help=f"Phase 1 epochs (head on the frozen backbone). [default: {_D.epochs}]"),
+    epochs: int = typer.Option(None, help="Phase 1 epochs (head on the frozen backbone, augmented); "
+                               "with cached embeddings the head is solved outright and any value > 0 runs it. "
+                               f"[default: {_D.epochs}]"),
     fine_tune_epochs: int = typer.Option(None, help="Phase 2 epochs (top blocks unfrozen); 0 skips it. "
                                          f"[default: {_D.fine_tune_epochs}]"),
     fine_tune_blocks: int = typer.Option(None, help="How many top backbone blocks phase 2 unfreezes. "
@@ -70,7 +72,9 @@ def train_cmd(
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom, shift, "
                                  "brightness/contrast on the fly."),
     cache_embeddings: bool = typer.Option(None, "--cache-embeddings/--no-cache-embeddings",
-                                          help="Phase 1 on embeddings computed once (automatic with --no-augment)."),
+                                          help="Phase 1 on embeddings computed once (and mirrored, when augmenting): a "
+                                          "softmax regression, its L2 strength cross-validated on the training "
+                                          "images (automatic with --no-augment)."),
     patience: int = typer.Option(None, help="Early stopping patience (val loss; best weights restored); 0 = off. "
                                  f"[default: {_D.patience}]"),
     val_split: float = typer.Option(0.2, help="Validation fraction when DATA has no val split."),
