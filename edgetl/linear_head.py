@@ -41,12 +41,12 @@ def fit_softmax_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, sample_w
     cross-validation never scores a view of an image it trained on. `sample_weight`: class weights.
     `smoothing`: label smoothing of the targets, as Keras' categorical cross-entropy applies it.
     `folds`: default FOLDS, FOLDS_LARGE above LARGE images (groups)."""
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x, np.float32)
     y = np.asarray(y, np.int64)
     # With fewer rows than features the optimal kernel lies in the rows' span (the penalty pushes out
     # everything else), so solving in that basis is exact and 2-3x cheaper: the solver is memory-bound.
     basis = _row_basis(x) if len(x) < x.shape[1] else None
-    z = (x if basis is None else x @ basis).astype(np.float32)
+    z = x if basis is None else (x @ basis).astype(np.float32)
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     targets = np.eye(num_classes)[y] * (1.0 - smoothing) + smoothing / num_classes
@@ -83,8 +83,8 @@ def fit_softmax_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, sample_w
 
 def _row_basis(x: np.ndarray) -> np.ndarray:
     """Orthonormal columns spanning the rows of x (features x rank)."""
-    _, s, vt = np.linalg.svd(x, full_matrices=False)
-    return vt[s > s[0] * 1e-10].T
+    _, s, vt = np.linalg.svd(x.astype(np.float64), full_matrices=False)
+    return vt[s > s[0] * 1e-10].T.astype(np.float32)
 
 
 def _stratified_folds(groups: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray | None:

@@ -365,8 +365,8 @@ def _phase1_cached(model, strategy, cfg: TrainConfig, xtr, ytr1, xva, yva1, clas
     feature_model = keras.Model(model.input, norm.input if multiscale else norm.output)
     etr = _embed(feature_model, xtr, cfg.batch_size, "embedding train")
     eva = _embed(feature_model, xva, cfg.batch_size, "embedding val")
-    # The horizontal flip is the one augmentation that costs a single extra pass: +0.7-1.3 points on
-    # hymenoptera's head (both backbones), measured with the strength chosen by cross-validation.
+    # The horizontal flip is the one augmentation that costs a single extra pass: hymenoptera's head
+    # 0.928 -> 0.941 (0.35) and 0.954 -> 0.967 (1.0 QAT), the strength cross-validated either way.
     eflip = _embed(feature_model, xtr[:, :, ::-1], cfg.batch_size, "embedding train, mirrored") if cfg.augment else None
     if multiscale:
         adapt_embedding(model, etr)
@@ -387,10 +387,8 @@ def _phase1_cached(model, strategy, cfg: TrainConfig, xtr, ytr1, xva, yva1, clas
         model.get_layer("probabilities").set_weights([fit.kernel, fit.bias])
     row = {"phase": "head", "l2": fit.l2}
     for prefix, e, y1 in (("", etr, ytr1), ("val_", eva, yva1)):
-        p = np.clip(softmax(e @ fit.kernel + fit.bias), 1e-7, 1.0)
-        target = y1 * (1.0 - cfg.label_smoothing) + cfg.label_smoothing / y1.shape[1]
-        row[prefix + "loss"] = float(-np.mean(np.sum(target * np.log(p), axis=1)))
-        row[prefix + "accuracy"] = float(np.mean(p.argmax(1) == y1.argmax(1)))
+        row[prefix + "accuracy"], row[prefix + "loss"] = _score(softmax(e @ fit.kernel + fit.bias), y1,
+                                                                cfg.label_smoothing)
     return [row]
 
 
@@ -405,10 +403,15 @@ def _adapt_embedding(model, x: np.ndarray, batch: int) -> None:
 
 def _val_score(model, x: np.ndarray, y1: np.ndarray, smoothing: float, batch: int) -> tuple[float, float]:
     """(accuracy, -loss) on validation: compared as a tuple, accuracy decides and loss breaks ties."""
-    p = np.clip(predict_batches(model, x, batch), 1e-7, 1.0)
+    accuracy, loss = _score(predict_batches(model, x, batch), y1, smoothing)
+    return accuracy, -loss
+
+
+def _score(p: np.ndarray, y1: np.ndarray, smoothing: float) -> tuple[float, float]:
+    """(accuracy, cross-entropy with label smoothing, as Keras computes it) of probabilities p."""
+    p = np.clip(p, 1e-7, 1.0)
     target = y1 * (1.0 - smoothing) + smoothing / y1.shape[1]
-    loss = float(-np.mean(np.sum(target * np.log(p), axis=1)))
-    return float(np.mean(p.argmax(1) == y1.argmax(1))), -loss
+    return float(np.mean(p.argmax(1) == y1.argmax(1))), float(-np.mean(np.sum(target * np.log(p), axis=1)))
 
 
 def _predict(model, x: np.ndarray, batch: int) -> np.ndarray:

@@ -59,6 +59,10 @@ def test_same_seed_same_result_and_a_harmful_fine_tune_is_reverted(shapes, tmp_p
     a = train(shapes, tmp_path / "a", fine_tune_epochs=1, fine_tune_blocks=1, fine_tune_learning_rate=50.0, **opts)
     b = train(shapes, tmp_path / "b", fine_tune_epochs=0, **opts)
     assert "embed_s" in a.timings
+    # the cached head is solved, not trained for `epochs`: one history row carrying the chosen L2 strength
+    head_rows = [row for row in b.history if row["phase"] == "head"]
+    assert len(head_rows) == 1 and head_rows[0]["l2"] > 0
+    assert head_rows[0]["val_accuracy"] == pytest.approx(b.val_accuracy)
     assert a.metrics["fine_tune_kept"] is False and b.metrics["fine_tune_kept"] is None
     assert a.metrics["val"]["confusion_matrix"] == b.metrics["val"]["confusion_matrix"]
     ma, mb = a.run.load_model(), b.run.load_model()
