@@ -50,12 +50,9 @@ def fit_softmax_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, sample_w
     w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
     groups = np.arange(len(y)) if groups is None else np.asarray(groups)
     targets = np.eye(num_classes)[y] * (1.0 - smoothing) + smoothing / num_classes
-    if folds is None:
-        folds = FOLDS if len(np.unique(groups)) <= LARGE else FOLDS_LARGE
-    fold_of_group = _stratified_folds(groups, y, folds, seed)
+    fold = _stratified_folds(groups, y, folds, seed)
     cv: list[dict] = []
-    if fold_of_group is not None:
-        fold = fold_of_group[np.searchsorted(np.unique(groups), groups)]
+    if fold is not None:
         k = int(fold.max()) + 1
         starts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * k
         for l2 in l2_grid:
@@ -87,21 +84,23 @@ def _row_basis(x: np.ndarray) -> np.ndarray:
     return vt[s > s[0] * 1e-10].T.astype(np.float32)
 
 
-def _stratified_folds(groups: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray | None:
-    """A fold number per unique group (in np.unique order), dealt round-robin within each class; None
-    when some class has fewer groups than two folds need."""
-    unique, first = np.unique(groups, return_index=True)
+def _stratified_folds(groups: np.ndarray, y: np.ndarray, folds: int | None, seed: int) -> np.ndarray | None:
+    """A fold number per row: whole groups dealt round-robin within each class into `folds` folds (None:
+    FOLDS, or FOLDS_LARGE above LARGE groups); None when some class has fewer groups than two folds need."""
+    _, first, row_group = np.unique(groups, return_index=True, return_inverse=True)
     group_label = y[first]
+    if folds is None:
+        folds = FOLDS if len(first) <= LARGE else FOLDS_LARGE
     per_class = np.bincount(group_label)
     k = min(folds, int(per_class[per_class > 0].min()))
     if k < 2:
         return None
     rng = np.random.default_rng(seed)
-    fold = np.zeros(len(unique), np.int64)
+    fold = np.zeros(len(first), np.int64)
     for c in np.flatnonzero(per_class):
         members = rng.permutation(np.flatnonzero(group_label == c))
         fold[members] = np.arange(len(members)) % k
-    return fold
+    return fold[row_group]
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
