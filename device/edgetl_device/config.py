@@ -73,6 +73,11 @@ class CameraConfig(_Strict):
                                                   "the stream counts as dropped.")
     max_bad_reads: int = Field(5, ge=1, description="Consecutive failed/corrupt reads before the source is "
                                                     "declared offline and reopened.")
+    decode_threads: int = Field(1, ge=0, description="FFmpeg decoder threads (video files, network streams); "
+                                                    "0 = FFmpeg's choice, one per core. One thread costs the least "
+                                                    "CPU per frame at camera resolutions and leaves the other cores "
+                                                    "to the model; raise it only for a stream one core cannot "
+                                                    "decode in real time (4K).")
 
 
 class ModelConfig(_Strict):
