@@ -152,16 +152,10 @@ def fit_linear_head(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, 
     m = [np.zeros_like(w), np.zeros_like(b)]
     v = [np.zeros_like(w), np.zeros_like(b)]
     for t in range(1, steps + 1):
-        z = x @ w + b
-        p = np.exp(z - z.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        g = (p - onehot) / len(x)
+        g = (softmax(x @ w + b) - onehot) / len(x)
         gw, gb = x.T @ g + l2 * w, g.sum(0)
         if xo is not None:
-            zo = xo @ w + b
-            po = np.exp(zo - zo.max(1, keepdims=True))
-            po /= po.sum(1, keepdims=True)
-            go = 0.5 * (po - 1.0 / n_classes) / len(xo)
+            go = 0.5 * (softmax(xo @ w + b) - 1.0 / n_classes) / len(xo)
             gw, gb = gw + xo.T @ go, gb + go.sum(0)
         for i, (param, grad) in enumerate(((w, gw), (b, gb))):
             m[i] = 0.9 * m[i] + 0.1 * grad
