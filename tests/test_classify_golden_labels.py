@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgetl_device.cli import app
 from edgetl_device.errors import DeviceError
-from edgetl_device.inference import Class, Model, get_classes, read_labels
+from edgetl_device.inference import Class, Model, get_classes, read_labels, resize_area, resize_fast
 
 GOLDEN = {  # SOURCES.md: top-1 of mobilenet_v2_1.0_224_quant.tflite, RGB, area resize, no crop
     "grace_hopper.bmp": (653, "military uniform", 0.93),
@@ -46,7 +46,18 @@ def test_fast_resize_keeps_every_golden_top1(shared_data):
     fast = Model(models / "mobilenet_v2_1.0_224_quant.tflite", num_threads=1, resize="fast")
     for image, (index, _, score) in GOLDEN.items():
         top = fast.classify(cv2.imread(str(shared_data / "images" / image)))[0]
-        assert top.id == index and top.score == pytest.approx(score, abs=0.08), image
+        assert top.id == index and top.score == pytest.approx(score, abs=0.04), image
+
+
+@pytest.mark.parametrize("image", sorted(GOLDEN))
+def test_fast_resize_stays_close_to_the_area_resize(shared_data, image):
+    # Plain bilinear lands 0.95-2.9 levels from area on average here (up to 87): aliasing a model
+    # trained on area-resized images never saw.
+    img = cv2.imread(str(shared_data / "images" / image))
+    fast = resize_fast(img, (224, 224)).astype(np.int16)
+    area = resize_area(img, (224, 224)).astype(np.int16)
+    diff = np.abs(fast - area)
+    assert fast.shape == (224, 224, 3) and diff.mean() <= 0.6 and diff.max() <= 24
 
 
 def test_quantized_input_is_written_as_raw_uint8(coral_v2, shared_data):

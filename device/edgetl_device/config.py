@@ -93,8 +93,9 @@ class ModelConfig(_Strict):
                                       description="Crop this fraction of the shorter side at the centre before "
                                                   "resizing (plain models; a bundle's manifest decides otherwise).")
     resize: str = Field("area", pattern="^(area|fast)$",
-                        description="area: cv2.INTER_AREA like edgetl's training pipeline; fast: integer box filter "
-                                    "then bilinear (~10x cheaper on non-integer scales, slightly different pixels).")
+                        description="area: cv2.INTER_AREA like edgetl's training pipeline; fast: bilinear to k x the "
+                                    "size, then an exact k x k box average (~1/3 of the cost on non-integer "
+                                    "scales, within ~0.5 levels of area on average).")
     input_mean: float = Field(0.0, description="Float-input models only: (pixel - mean) / std.")
     input_std: float = Field(1.0, gt=0, description="Float-input models only: (pixel - mean) / std.")
 

@@ -133,7 +133,11 @@ class Runtime:
         pending: Prepared | None = None
         try:
             while not self._stop.is_set():
-                frame = self.camera.read(timeout=0.0 if pending is not None else 0.5)
+                # With a frame in flight, a live camera is only polled (never hold back the pending frame for
+                # the next one). An unpaced file is decoded on demand, so there the next frame is always
+                # worth waiting for: taking it before the pending invoke keeps decode, preprocess and invoke
+                # overlapped instead of falling into a lock-step where each frame waits for its own resize.
+                frame = self.camera.read(timeout=0.0 if pending is not None and not self.camera.lossless else 0.5)
                 self._run_tasks()
                 now_m = time.monotonic()
                 nxt = self._prepare(frame, pool) if frame is not None else None
