@@ -61,6 +61,23 @@ def test_int8_with_int8_io_and_unit_norm_embedding(tiny_export_run, tmp_path):
     assert np.allclose(probs.sum(1), 1.0, atol=0.03) and (probs.argmax(1) == 1).mean() >= 0.75
 
 
+def test_device_feeds_an_int8_io_export_exactly_like_the_host(tiny_export_run, tmp_path):
+    # The CPU-only recommendation (--io int8): the device writes pixel ^ 0x80 with no float round trip; it must
+    # give the parity check's probabilities bit for bit.
+    from edgetl.export import predict_tflite
+    from edgetl_device.inference import Model
+    from tests.support.tiny_export_run import make_images
+
+    res = export_run(tiny_export_run, tmp_path / "e", quant="int8", io="int8")
+    imgs = np.concatenate([make_images(np.random.default_rng(6), c, 2) for c in range(3)])
+    host_probs, host_emb = predict_tflite(res.model_path, imgs, 3)
+    device = Model(res.model_path, num_threads=1, manifest=res.manifest)
+    assert device.input_dtype == np.int8
+    for img, probs, emb in zip(imgs, host_probs, host_emb, strict=True):
+        out = device.run(img[..., ::-1])  # the camera's BGR
+        assert np.array_equal(out.probabilities, probs) and np.array_equal(out.embedding, emb)
+
+
 def test_float_io_with_float_quant_only(tiny_export_run, tmp_path):
     with pytest.raises(EdgetlError, match="--io uint8 needs --quant int8"):
         export_run(tiny_export_run, tmp_path / "x", quant="float16", io="uint8")
