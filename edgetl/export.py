@@ -79,6 +79,76 @@ def anchor_input_range(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def _conv_consumer_bn(model) -> dict[str, Any]:
+    """conv layer name -> the BatchNormalization that directly follows it (the converter folds the pair)."""
+    import keras
+
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            source = getattr(getattr(layer.input, "_keras_history", None), "operation", None)
+            if source is not None:
+                out[source.name] = layer
+    return out
+
+
+def correct_weight_quantization_bias(model, calibration: np.ndarray, batch: int = 32) -> dict[str, Any]:
+    """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization"), in place, before int8 conversion.
+
+    Rounding each conv's weights to per-channel int8 shifts every output channel by ΔW · E[x] on average, and the
+    shifts add up through the network. With E[x] (each conv's mean input over the calibration images) and the
+    exact weights TFLite will store (the batch-norm-folded kernel, symmetric per channel, -127..127), that shift
+    is known: it is subtracted from the batch norm's beta, or from the conv's own bias when no batch norm follows.
+    The float model changes slightly; the int8 model gets closer to the *original* float model."""
+    import keras
+
+    convs = [layer for layer in model.layers if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+             and layer.data_format == "channels_last" and getattr(layer, "groups", 1) == 1]
+    bns = _conv_consumer_bn(model)
+    targets = [c for c in convs if c.name in bns or c.use_bias]
+    if not targets or calibration is None or not len(calibration):
+        return {"layers": 0}
+    means_model = keras.Model(model.inputs, [keras.layers.GlobalAveragePooling2D()(c.input) for c in targets])
+    sums = [np.zeros(c.input.shape[-1], np.float64) for c in targets]
+    for i in range(0, len(calibration), batch):
+        outs = means_model(calibration[i:i + batch].astype(np.float32), training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for k, o in enumerate(outs):
+            sums[k] += np.asarray(o, np.float64).sum(axis=0)
+    largest, corrected = 0.0, 0
+    for conv, total in zip(targets, sums, strict=True):
+        mu = total / len(calibration)
+        kernel = np.asarray(conv.kernel, np.float64)
+        depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
+        bn = bns.get(conv.name)
+        fold = np.ones(kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3])
+        if bn is not None:
+            gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
+            fold = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon) * fold
+        if depthwise:  # (kh, kw, cin, multiplier); output channel c * multiplier + m
+            folded = kernel * fold.reshape(1, 1, kernel.shape[2], kernel.shape[3])
+            axes = (0, 1)
+        else:  # (kh, kw, cin, cout)
+            folded = kernel * fold.reshape(1, 1, 1, -1)
+            axes = (0, 1, 2)
+        scale = np.abs(folded).max(axis=axes, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        error = np.clip(np.round(folded / scale), -127, 127) * scale - folded
+        if depthwise:
+            shift = (error.sum(axis=(0, 1)) * mu[:, None]).reshape(-1)
+        else:
+            shift = np.einsum("hwio,i->o", error, mu)
+        if bn is not None and bn.center:
+            bn.beta.assign((np.asarray(bn.beta, np.float64) - shift).astype(np.float32))
+        elif bn is None and conv.use_bias:
+            conv.bias.assign((np.asarray(conv.bias, np.float64) - shift).astype(np.float32))
+        else:
+            continue
+        corrected += 1
+        largest = max(largest, float(np.abs(shift).max()))
+    return {"layers": corrected, "largest_shift": round(largest, 6)}
+
+
 def convert(graph, quant: str, io: str, calibration: np.ndarray | None = None) -> bytes:
     """TFLite flatbuffer bytes for one quantization mode."""
     import tensorflow as tf
@@ -337,7 +407,7 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
                calibration_size: int = DEFAULT_CALIBRATION_SIZE, edgetpu: bool = False,
                allow_cpu_ops: bool = False, max_drop: float = 1.0, key: str | os.PathLike[str] | None = None,
                model_version: str | None = None, num_threads: int | None = None,
-               overwrite: bool = False) -> ExportResult:
+               overwrite: bool = False, bias_correction: bool = True) -> ExportResult:
     """Convert RUN's model, write the bundle directory, and raise ParityError when the drop is too large."""
     from edgetl import bundle
     from edgetl.run import Run
@@ -360,7 +430,11 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     if quant == "int8":
         calib, calib_info = calibration_images(run, calibration, calibration_size)
     t0 = time.perf_counter()
-    tflite = convert(export_graph(model, size), quant, io, calib)
+    to_convert, bias_info = model, None
+    if quant == "int8" and bias_correction:
+        to_convert = run.load_model()  # a copy: parity compares against the model as trained
+        bias_info = correct_weight_quantization_bias(to_convert, calib)
+    tflite = convert(export_graph(to_convert, size), quant, io, calib)
     conversion_s = time.perf_counter() - t0
     model_path = out / "model.tflite"
     model_path.write_bytes(tflite)
@@ -404,7 +478,7 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
         "input": _input_spec(in_detail, size, io, run.center_crop),
         "outputs": _outputs_spec(outs),
         "classes": labels,
-        "quantization": {"mode": quant, "io": io, "calibration": calib_info},
+        "quantization": {"mode": quant, "io": io, "calibration": calib_info, "bias_correction": bias_info},
         "unknown": unknown,
         "parity": {k: parity[k] for k in ("n", "float_accuracy", "tflite_accuracy", "drop_points", "passed",
                                           "top1_agreement", "embedding_cosine_mean")},

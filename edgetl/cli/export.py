@@ -43,6 +43,9 @@ def export(
     version: str = typer.Option(None, "--version", help="Model version (default RUNNAME-TIMESTAMP)."),
     threads: int = typer.Option(None, "--threads", help="Interpreter threads for the parity check."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing export in --out."),
+    bias_correction: bool = typer.Option(True, "--bias-correction/--no-bias-correction",
+                                         help="int8: subtract each conv's mean weight-rounding error from its "
+                                              "bias, measured on the calibration images (closer to float)."),
 ) -> None:
     """Quantize a trained run to TFLite, check parity with the float model, write the bundle."""
     from edgetl.export import ParityError, export_run
@@ -50,7 +53,8 @@ def export(
     try:
         res = export_run(run, out, quant=quant, io=io, calibration=calibration, calibration_size=calibration_size,
                          edgetpu=edgetpu, allow_cpu_ops=allow_cpu_ops, max_drop=max_drop, key=key,
-                         model_version=version, num_threads=threads, overwrite=overwrite)
+                         model_version=version, num_threads=threads, overwrite=overwrite,
+                         bias_correction=bias_correction)
     except ParityError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from exc
