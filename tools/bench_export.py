@@ -5,12 +5,13 @@
     python tools/bench_export.py --only hymenoptera --threads 2
     python tools/bench_export.py --only hymenoptera-qat   # MobileNetV2-1.0 (Coral QAT weights), for scale
 
-Modes: float32, float16, dynamic, int8 (uint8 io, the default and the Coral convention) and int8-io-int8 (int8
-io, for CPU-only devices). Per run and mode: conversion time, file size (and ratio to float32), accuracy of
-the .tflite on the run's validation split vs the Keras float model (drop in points), and invoke latency
-p50/p90 through edgetl_device.interpreter (XNNPACK, same thread count for every mode), each model benchmarked
-in a fresh process so peak RSS is its own. Targets: int8 drop <= 1.0 point, int8 size <= 0.30x float32, int8
-p50 at least 2x faster than float32.
+Modes: float32, float16, dynamic, int8 (uint8 io, the default and the Coral convention, bias-corrected),
+int8-io-int8 (int8 io, for CPU-only devices) and int8-no-bc (int8 without bias correction). Per run and mode:
+conversion time, file size (and ratio to float32), accuracy of the .tflite on the run's validation split vs
+the Keras float model (drop in points), how close its outputs stay to float (mean absolute probability
+difference, mean embedding cosine), and invoke latency p50/p90 through edgetl_device.interpreter (XNNPACK,
+same thread count for every mode), each model benchmarked in a fresh process so peak RSS is its own. Targets:
+int8 drop <= 1.0 point, int8 size <= 0.30x float32, int8 p50 at least 2x faster than float32.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import bench_train  # noqa: E402  (the trainer runs this benchmark exports)
 
-MODES = ("float32", "float16", "dynamic", "int8", "int8-io-int8")
-# mode -> (quantization, io); the plain names use export's default io (uint8 for int8: the Coral convention).
-# int8-io-int8 is the CPU-only variant: no uint8 -> int8 QUANTIZE op at the input (XNNPACK leaves it outside).
-MODE_SPEC = {"int8-io-int8": ("int8", "int8")}
+MODES = ("float32", "float16", "dynamic", "int8", "int8-io-int8", "int8-no-bc")
+# mode -> export_run options; the plain names use export's defaults (int8: uint8 io, the Coral convention, and
+# bias correction). int8-io-int8 is the CPU-only variant: no uint8 -> int8 QUANTIZE op at the input (XNNPACK
+# leaves it outside its graph); int8-no-bc shows what bias correction changes.
+MODE_SPEC = {"int8-io-int8": dict(quant="int8", io="int8"), "int8-no-bc": dict(quant="int8", bias_correction=False)}
 EXPORTED = ("hymenoptera", "find-the-ship")  # the trainer benchmark's runs this issue names
 
 
@@ -93,7 +95,7 @@ def main() -> int:
         return 2
     modes = [m for m in args.modes.split(",") if m]
     table = Table("run", "mode", "convert s", "size MB", "x float32", "weights x", "q-params kB", "float acc",
-                  "tflite acc", "drop pts",
+                  "tflite acc", "drop pts", "prob MAE", "emb cos",
                   "p50 ms", "p90 ms", "x faster", "peak RSS MB",
                   title=f"edgetl export (threads={args.threads}, best p50 of {args.rounds} rounds)")
     checks = []
@@ -110,9 +112,8 @@ def main() -> int:
             out = args.runs_dir / name / f"export-{mode}"
             exports[mode] = reuse_export(out) if not args.re_export else None
             if exports[mode] is None:
-                quant, io = MODE_SPEC.get(mode, (mode, None))
-                exports[mode] = export_run(run, out, quant=quant, io=io, overwrite=True, max_drop=100.0,
-                                           num_threads=args.threads)
+                exports[mode] = export_run(run, out, **MODE_SPEC.get(mode, dict(quant=mode)), overwrite=True,
+                                           max_drop=100.0, num_threads=args.threads)
             print(f"[{name}] {mode}: acc {exports[mode].parity['tflite_accuracy']:.4f}", flush=True)
         # Interleave the modes over several rounds and keep each mode's best p50: the host is shared,
         # and a neighbour's burst should not decide the float-vs-int8 ratio.
@@ -136,6 +137,7 @@ def main() -> int:
                           f"{sizes[mode]['quantization_params_bytes'] / 1e3:.0f}",
                           f"{res.parity['float_accuracy']:.4f}",
                           f"{res.parity['tflite_accuracy']:.4f}", f"{res.parity['drop_points']:.2f}",
+                          f"{res.parity['probability_mae']:.4f}", f"{res.parity['embedding_cosine_mean']:.4f}",
                           f"{b['p50_ms']:.2f}", f"{b['p90_ms']:.2f}", f"{speed:.2f}", f"{b['peak_rss_mb']:.0f}")
             if mode.startswith("int8") and base:
                 checks.append((f"{name} {mode}", res.parity["drop_points"] <= 1.0, size_ratio <= 0.30, speed >= 2.0))
