@@ -105,7 +105,8 @@ def correct_weight_quantization_bias(model, calibration: np.ndarray, batch: int 
     convs = [layer for layer in model.layers if type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
              and layer.data_format == "channels_last" and getattr(layer, "groups", 1) == 1]
     bns = _conv_consumer_bn(model)
-    targets = [c for c in convs if c.name in bns or c.use_bias]
+    # Where the shift can go: a following batch norm's beta, else the conv's own bias.
+    targets = [c for c in convs if (c.name in bns and bns[c.name].center) or (c.name not in bns and c.use_bias)]
     if not targets or calibration is None or not len(calibration):
         return {"layers": 0}
     means_model = keras.Model(model.inputs, [keras.layers.GlobalAveragePooling2D()(c.input) for c in targets])
@@ -115,7 +116,7 @@ def correct_weight_quantization_bias(model, calibration: np.ndarray, batch: int 
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for k, o in enumerate(outs):
             sums[k] += np.asarray(o, np.float64).sum(axis=0)
-    largest, corrected = 0.0, 0
+    largest = 0.0
     for conv, total in zip(targets, sums, strict=True):
         mu = total / len(calibration)
         kernel = np.asarray(conv.kernel, np.float64)
@@ -124,7 +125,7 @@ def correct_weight_quantization_bias(model, calibration: np.ndarray, batch: int 
         fold = np.ones(kernel.shape[2] * kernel.shape[3] if depthwise else kernel.shape[3])
         if bn is not None:
             gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
-            fold = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon) * fold
+            fold = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
         if depthwise:  # (kh, kw, cin, multiplier); output channel c * multiplier + m
             folded = kernel * fold.reshape(1, 1, kernel.shape[2], kernel.shape[3])
             axes = (0, 1)
@@ -138,15 +139,10 @@ def correct_weight_quantization_bias(model, calibration: np.ndarray, batch: int 
             shift = (error.sum(axis=(0, 1)) * mu[:, None]).reshape(-1)
         else:
             shift = np.einsum("hwio,i->o", error, mu)
-        if bn is not None and bn.center:
-            bn.beta.assign((np.asarray(bn.beta, np.float64) - shift).astype(np.float32))
-        elif bn is None and conv.use_bias:
-            conv.bias.assign((np.asarray(conv.bias, np.float64) - shift).astype(np.float32))
-        else:
-            continue
-        corrected += 1
+        target = bn.beta if bn is not None else conv.bias
+        target.assign((np.asarray(target, np.float64) - shift).astype(np.float32))
         largest = max(largest, float(np.abs(shift).max()))
-    return {"layers": corrected, "largest_shift": round(largest, 6)}
+    return {"layers": len(targets), "largest_shift": round(largest, 6)}
 
 
 def convert(graph, quant: str, io: str, calibration: np.ndarray | None = None) -> bytes:
@@ -426,24 +422,22 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     _prepare_out(out, overwrite)
 
     model = run.load_model()
+    # Parity is checked on the run's own validation data against the model as trained: its float outputs are
+    # taken first, because int8 bias correction then adjusts this same model in place before conversion.
+    images, ok, _ = run.load_images([s.path for s in val], desc="validation images")
+    y = _labels_index(labels, [val[i] for i in ok])
+    fprobs, femb = predict_keras(model, images)
     calib, calib_info = (None, None)
     if quant == "int8":
         calib, calib_info = calibration_images(run, calibration, calibration_size)
     t0 = time.perf_counter()
-    to_convert, bias_info = model, None
-    if quant == "int8" and bias_correction:
-        to_convert = run.load_model()  # a copy: parity compares against the model as trained
-        bias_info = correct_weight_quantization_bias(to_convert, calib)
-    tflite = convert(export_graph(to_convert, size), quant, io, calib)
+    bias_info = correct_weight_quantization_bias(model, calib) if quant == "int8" and bias_correction else None
+    tflite = convert(export_graph(model, size), quant, io, calib)
     conversion_s = time.perf_counter() - t0
     model_path = out / "model.tflite"
     model_path.write_bytes(tflite)
     log.info("converted %s (%s, io %s) in %.1f s: %.2f MB", run.path.name, quant, io, conversion_s, len(tflite) / 1e6)
 
-    # Parity on the run's own validation data.
-    images, ok, _ = run.load_images([s.path for s in val], desc="validation images")
-    y = _labels_index(labels, [val[i] for i in ok])
-    fprobs, femb = predict_keras(model, images)
     tprobs, temb = predict_tflite(model_path, images, len(labels), num_threads, desc="tflite parity")
     parity = parity_report(labels, y, fprobs, tprobs, femb, temb, max_drop)
     parity.update(quant=quant, io=io, split="val" if run.samples("val") else "test")
