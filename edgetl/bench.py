@@ -62,7 +62,13 @@ def bench(path: str | os.PathLike[str], threads: int | None = None, runs: int = 
           delegate: str = "auto", edgetpu: bool = False, seed: int = 0) -> dict[str, Any]:
     """Latency percentiles (ms), throughput, model size and peak RSS of invoking the model `runs` times."""
     from edgetl_device.errors import DeviceError
-    from edgetl_device.interpreter import backend_module, is_edgetpu_model, load_interpreter
+    from edgetl_device.interpreter import (
+        backend_module,
+        cpu_int8_dot,
+        describe_int8_dot,
+        is_edgetpu_model,
+        load_interpreter,
+    )
 
     if runs < 1 or warmup < 0:
         raise EdgetlError("--runs must be >= 1 and --warmup >= 0")
@@ -105,6 +111,7 @@ def bench(path: str | os.PathLike[str], threads: int | None = None, runs: int = 
         "p99_ms": round(percentile_ms(times, 99), 3), "mean_ms": round(float(np.mean(times)) / 1e6, 3),
         "fps_p50": round(1000.0 / p50, 1) if p50 > 0 else None,
         "peak_rss_mb": round(_peak_rss_mb(), 1), "rss_before_load_mb": round(rss_before, 1),
+        "cpu_int8_dot": describe_int8_dot(cpu_int8_dot()),
     }
 
 
