@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from edgetl_device.cli import app
 from edgetl_device.config import DeviceConfig, load_config
 from edgetl_device.errors import DeviceError
+from edgetl_device.interpreter import cpu_int8_dot, describe_int8_dot
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "device" / "example-config.yaml"
 
@@ -83,6 +84,8 @@ def test_check_passes_on_a_good_setup(tmp_path, shared_data):
     assert result.exit_code == 0, result.output
     for name in ("config", "model", "camera", "disk"):
         assert f"ok   {name}:" in result.stdout
+    # a uint8 model on the CPU: the check says whether this CPU has 8-bit dot products (VNNI, dotprod)
+    assert f"CPU 8-bit dot product: {describe_int8_dot(cpu_int8_dot())}" in result.stdout
 
 
 def test_check_reports_each_failure_and_exits_2(tmp_path, shared_data):

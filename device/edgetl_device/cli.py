@@ -139,6 +139,7 @@ def run_checks(config_path: Path, camera_timeout: float = 10.0) -> list[CheckRes
     from edgetl_device.camera import grab_one
     from edgetl_device.config import load_config
     from edgetl_device.inference import load_model
+    from edgetl_device.interpreter import cpu_int8_dot, describe_int8_dot, is_edgetpu_model
     from edgetl_device.storage import MB, free_bytes
 
     try:
@@ -150,8 +151,12 @@ def run_checks(config_path: Path, camera_timeout: float = 10.0) -> list[CheckRes
         model, bundle = load_model(cfg.model, cfg.trusted_keys)
         model.run(np.zeros((model.height, model.width, 3), np.uint8))
         what = f"bundle {bundle.root} signed by {getattr(bundle, 'signed_by', None)}" if bundle else str(model.path)
-        results.append(CheckResult("model", True, f"{what}: {len(model.labels)} classes, input "
-                                   f"{model.width}x{model.height} {model.input_dtype}, version {model.model_version}"))
+        detail = (f"{what}: {len(model.labels)} classes, input {model.width}x{model.height} {model.input_dtype}, "
+                  f"version {model.model_version}")
+        if np.dtype(model.input_dtype).kind in "iu" and not is_edgetpu_model(model.path):
+            # an int8 model on the CPU is only as fast as the CPU's 8-bit arithmetic
+            detail += f"; CPU 8-bit dot product: {describe_int8_dot(cpu_int8_dot())}"
+        results.append(CheckResult("model", True, detail))
     except DeviceError as exc:
         results.append(CheckResult("model", False, str(exc)))
     try:
