@@ -229,3 +229,66 @@ def test_corrupt_archive_is_rejected(tmp_path, keys):
     with pytest.raises(DeviceError, match="corrupt|not a readable"):
         extract_bundle(archive, tmp_path / "dest", [keys["pub"]])
     assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("damage", ["cut_to_100_bytes", "gzip_flag_byte_flipped"])
+def test_badly_damaged_archive_is_a_clear_error_not_a_raw_eoferror(tmp_path, keys, damage):
+    # an interrupted download of a few bytes, or a damaged gzip header, must read as a bad archive
+    archive = pack_bundle(make_bundle(tmp_path / "b", keys), tmp_path / "b.tar.gz")
+    data = bytearray(archive.read_bytes())
+    if damage == "cut_to_100_bytes":
+        data = data[:100]
+    else:
+        data[3] ^= 0xFF  # FLG: announces header fields that are not there
+    archive.write_bytes(bytes(data))
+    dest = tmp_path / "deploy" / "bundle"
+    with pytest.raises(DeviceError, match="corrupt|not a readable"):
+        extract_bundle(archive, dest, [keys["pub"]])
+    assert list((tmp_path / "deploy").iterdir()) == []
+
+
+def _dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, 0o755
+    return info
+
+
+@pytest.mark.parametrize("add", [
+    lambda t: t.addfile(*_file("model.tflite", b"evil")),  # a later member overwriting a verified one
+    lambda t: t.addfile(*_file("./model.tflite", b"evil")),
+    lambda t: t.addfile(_dir("labels.txt")),  # a folder where a file already is
+    lambda t: t.addfile(*_file("labels.txt/x")),  # a file inside something that is a file
+    lambda t: t.addfile(*_file("labels.txt/sub/x")),
+], ids=["same_name", "dot_slash_name", "dir_over_file", "file_under_file", "deep_file_under_file"])
+def test_members_clashing_with_earlier_members_are_rejected_cleanly(tmp_path, keys, add):
+    archive = _archive_with(tmp_path, keys, add)
+    dest = tmp_path / "deploy" / "bundle"
+    with pytest.raises(DeviceError, match="appears twice|clashes"):
+        extract_bundle(archive, dest, [keys["pub"]])
+    assert list((tmp_path / "deploy").iterdir()) == []
+
+
+def test_fifo_member_is_rejected(tmp_path, keys):
+    fifo = tarfile.TarInfo("pipe")
+    fifo.type = tarfile.FIFOTYPE
+    archive = _archive_with(tmp_path, keys, lambda t: t.addfile(fifo))
+    with pytest.raises(DeviceError, match="special file"):
+        extract_bundle(archive, tmp_path / "deploy" / "bundle", [keys["pub"]])
+    assert list((tmp_path / "deploy").iterdir()) == []
+
+
+def test_manifest_listing_a_path_outside_the_bundle_is_rejected(tmp_path, keys):
+    import base64
+
+    from edgetl.bundle import load_private_key
+
+    root = make_bundle(tmp_path / "b", keys, sign=False)
+    (tmp_path / "outside.txt").write_text("secret")
+    m = json.loads((root / "manifest.json").read_text())
+    m["files"]["../outside.txt"] = {"sha256": "0" * 64}
+    (root / "manifest.json").write_text(json.dumps(m))
+    key = load_private_key(keys["priv"])
+    sig = base64.b64encode(key.sign((root / "manifest.json").read_bytes())).decode()
+    (root / "manifest.sig").write_text(json.dumps({"algorithm": "ed25519", "signature": sig}))
+    with pytest.raises(DeviceError, match="unsafe path"):
+        open_bundle(root, [keys["pub"]])

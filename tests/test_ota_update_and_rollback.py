@@ -178,3 +178,23 @@ def test_runtime_refusing_the_new_model_rolls_back_the_link(device, make):
     msg = update(device, path=str(make("2.0")))
     assert msg["ok"] is False and "camera pipeline busy" in msg["error"] and "rolled back" in msg["error"]
     _assert_unchanged(device, "1.0")
+
+
+def test_prune_never_deletes_the_current_bundle_when_the_bundles_folder_is_reached_through_a_symlink(
+        tmp_path, make, keys):
+    # e.g. data_dir /home/pi/edgetl-data -> a USB disk, and bundles named while the clock was ahead
+    # (a Pi has no RTC): the new, current bundle sorts oldest, and only the current/previous guard keeps it
+    from edgetl_device.bundle import extract_bundle
+
+    (tmp_path / "usb").mkdir()
+    (tmp_path / "data").symlink_to(tmp_path / "usb")
+    target = ModelHolder(tmp_path / "device", trusted_keys=[keys["pub"]])
+    updater = ModelUpdater(tmp_path / "data" / "bundles", trusted_keys=[keys["pub"]], keep=3)
+    for i in range(3):
+        extract_bundle(make(f"0.{i}"), updater.dir / f"b-20991231T00000{i}-aaaaa{i}", [keys["pub"]])
+    (updater.dir / "current").symlink_to("b-20991231T000002-aaaaa2")
+    msg = update((target, updater), path=str(make("1.0")))
+    assert msg["ok"], msg
+    assert updater.current is not None and (updater.current / "model.tflite").is_file()
+    assert updater.previous is not None and updater.previous.name == "b-20991231T000002-aaaaa2"
+    assert updater.previous.is_dir()

@@ -297,6 +297,14 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> PurePosixPath | Non
     return PurePosixPath(*parts) if parts else None
 
 
+def _mkdir(path: Path, member: tarfile.TarInfo, archive: Path) -> None:
+    """mkdir -p for a member, refusing clearly when an earlier member left a file in the way."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # e.g. `labels.txt` then `labels.txt/x`: no raw OSError
+        raise DeviceError(f"{archive}: member {member.name!r} clashes with an earlier member; refusing") from exc
+
+
 def _bundle_root(staging: Path) -> Path:
     """Archives may hold the files at top level or inside one folder."""
     if (staging / MANIFEST).is_file():
@@ -325,7 +333,7 @@ def extract_bundle(archive: str | os.PathLike[str], dest: str | os.PathLike[str]
     try:
         try:
             tar = tarfile.open(archive, "r:*")
-        except (tarfile.TarError, OSError) as exc:
+        except (tarfile.TarError, OSError, EOFError) as exc:  # EOFError: gzip cut short in its header
             raise DeviceError(f"{archive} is not a readable tar archive ({exc}); re-download it") from exc
         with tar:
             total = 0
@@ -343,12 +351,12 @@ def extract_bundle(archive: str | os.PathLike[str], dest: str | os.PathLike[str]
                 if not target.resolve().is_relative_to(staging.resolve()):
                     raise DeviceError(f"{archive}: member {member.name!r} escapes the target; refusing")
                 if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
+                    _mkdir(target, member, archive)
                     continue
                 total += member.size
                 if total > MAX_EXTRACTED_BYTES:
                     raise DeviceError(f"{archive} unpacks to more than {MAX_EXTRACTED_BYTES} bytes; refusing")
-                target.parent.mkdir(parents=True, exist_ok=True)
+                _mkdir(target.parent, member, archive)
                 if target.exists():
                     raise DeviceError(f"{archive}: member {member.name!r} appears twice; refusing")
                 src = tar.extractfile(member)

@@ -209,7 +209,7 @@ class ModelUpdater:
         keep = {p for p in (self.current, self.previous) if p is not None}
         bundles = sorted((p for p in self.dir.glob("b-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
         for p in bundles[self.keep:]:
-            if p not in keep:
+            if p.resolve() not in keep:  # current/previous are resolved, so a symlinked folder must be too
                 shutil.rmtree(p, ignore_errors=True)
 
     def _download(self, url: str) -> Path:
