@@ -79,6 +79,23 @@ def test_missing_device_id_and_bad_syntax(tmp_path, shared_data):
         load_config(tmp_path / "nope.yaml")
 
 
+def test_home_relative_paths_mean_the_home_folder(tmp_path, shared_data, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    data = minimal(shared_data)
+    data["camera"]["source"] = "~/videos/cam.mp4"
+    data["storage"]["data_dir"] = "~/edgetl-data"
+    data["trusted_keys"] = ["~/keys/release.pub"]
+    data["mqtt"] = {"host": "127.0.0.1", "outbox_path": "~/outbox.db"}
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    cfg = load_config(write(etc, data))
+    assert cfg.storage.data_dir == home / "edgetl-data"  # not <config folder>/~/edgetl-data
+    assert cfg.camera.source == str(home / "videos/cam.mp4")
+    assert cfg.trusted_keys == [home / "keys/release.pub"]
+    assert cfg.mqtt.outbox_path == home / "outbox.db"
+
+
 def test_check_passes_on_a_good_setup(tmp_path, shared_data):
     result = CliRunner().invoke(app, ["check", "--config", str(write(tmp_path, minimal(shared_data)))])
     assert result.exit_code == 0, result.output

@@ -223,19 +223,18 @@ def load_config(path: str | Path) -> DeviceConfig:
 
 def resolve_paths(config: DeviceConfig, base: Path) -> DeviceConfig:
     """Make file paths relative to the config file's folder absolute."""
+    # `~/...` is the user's home, never a folder named "~"; `base / absolute` is the absolute path itself
     for section, key in _RELATIVE_PATHS:
         obj = getattr(config, section)
         value = getattr(obj, key)
-        if value is not None and not Path(value).expanduser().is_absolute():
+        if value is not None:
             setattr(obj, key, base / Path(value).expanduser())
-    config.trusted_keys = [k if k.is_absolute() else base / k for k in config.trusted_keys]
+    config.trusted_keys = [base / k.expanduser() for k in config.trusted_keys]
     cam = config.camera
     if isinstance(cam.source, str) and "://" not in cam.source and cam.source != "picamera2":
-        src = Path(cam.source).expanduser()
-        if not src.is_absolute():
-            cam.source = str(base / src)
-    if config.mqtt is not None and not config.mqtt.outbox_path.is_absolute():
-        config.mqtt.outbox_path = config.storage.data_dir / config.mqtt.outbox_path
+        cam.source = str(base / Path(cam.source).expanduser())
+    if config.mqtt is not None:
+        config.mqtt.outbox_path = config.storage.data_dir / config.mqtt.outbox_path.expanduser()
     return config
 
 
