@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
@@ -292,3 +293,25 @@ def test_manifest_listing_a_path_outside_the_bundle_is_rejected(tmp_path, keys):
     (root / "manifest.sig").write_text(json.dumps({"algorithm": "ed25519", "signature": sig}))
     with pytest.raises(DeviceError, match="unsafe path"):
         open_bundle(root, [keys["pub"]])
+
+
+def test_oversized_member_is_refused_from_its_header_before_its_data_is_read(tmp_path, keys):
+    # A decompression bomb announces its size in the header: refuse there, not after decompressing it all.
+    # Here the header claims 3 GiB and only 4 kB follow, so reading on would end in "truncated" instead.
+    info = tarfile.TarInfo("model.tflite")
+    info.size = 3 * 1024**3
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 4096))
+    with pytest.raises(DeviceError, match="unpacks to more than"):
+        extract_bundle(archive, tmp_path / "deploy" / "bundle", [keys["pub"]])
+    assert list((tmp_path / "deploy").iterdir()) == []
+
+
+def test_archive_with_too_many_members_is_refused(tmp_path, keys):
+    archive = tmp_path / "many.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for i in range(300):
+            tar.addfile(*_file(f"f{i:03d}.txt", b"x"))
+    with pytest.raises(DeviceError, match="more than 256 members"):
+        extract_bundle(archive, tmp_path / "deploy" / "bundle", [keys["pub"]])
+    assert list((tmp_path / "deploy").iterdir()) == []

@@ -337,12 +337,21 @@ def extract_bundle(archive: str | os.PathLike[str], dest: str | os.PathLike[str]
             raise DeviceError(f"{archive} is not a readable tar archive ({exc}); re-download it") from exc
         with tar:
             total = 0
+            members: list[tarfile.TarInfo] = []
+            declared = 0
             try:
-                members = tar.getmembers()
+                # Header by header, with the limits checked as each arrives: a decompression bomb is refused
+                # after at most MAX_EXTRACTED_BYTES of decompression, not after all of it (getmembers).
+                for member in tar:
+                    members.append(member)
+                    declared += member.size if member.isfile() else 0
+                    if len(members) > MAX_ARCHIVE_MEMBERS:
+                        raise DeviceError(f"{archive} has more than {MAX_ARCHIVE_MEMBERS} members; a bundle has "
+                                          "a handful. Refusing.")
+                    if declared > MAX_EXTRACTED_BYTES:
+                        raise DeviceError(f"{archive} unpacks to more than {MAX_EXTRACTED_BYTES} bytes; refusing")
             except (tarfile.TarError, OSError, EOFError) as exc:
                 raise DeviceError(f"{archive} is truncated or corrupt ({exc}); re-download it") from exc
-            if len(members) > MAX_ARCHIVE_MEMBERS:
-                raise DeviceError(f"{archive} has {len(members)} members; a bundle has a handful. Refusing.")
             checked = [(m, _check_member(m, archive)) for m in members]  # vet everything before writing
             for member, rel in checked:
                 if rel is None:
