@@ -13,7 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgetl_device.config import DeviceConfig
+from edgetl_device.camera import Frame
+from edgetl_device.config import DeviceConfig, RecordingConfig
+from edgetl_device.recording import Recorder
 from edgetl_device.reporting import read_jsonl
 from edgetl_device.runtime import Runtime
 
@@ -124,3 +126,48 @@ def test_overlapping_events_merge_and_max_clip_caps(shared_data, tmp_path):
         assert meta["frames"] <= 2.0 * FPS + 1
     reasons = [json.loads(s.read_text())["end_reason"] for s in (tmp_path / "capped/clips").glob("*.json")]
     assert "max_clip" in reasons
+
+
+def synthetic(t: float, i: int) -> Frame:
+    img = np.full((48, 64, 3), (i * 7) % 256, np.uint8)
+    return Frame(img, t, i)
+
+
+def test_clip_end_and_cooldown_follow_frame_times_not_an_assumed_fps(tmp_path):
+    # A camera that reports no fps (Picamera2, some RTSP streams): the recorder assumes 10 fps, but the loop
+    # pushes 30 frames a second. A 7 s clip must not count as 21 s: the cooldown would swallow the next object.
+    cfg = RecordingConfig(pre_roll=1.0, post_roll=1.0, cooldown=2.0)
+    rec = Recorder(cfg, tmp_path / "clips", fps=None)
+    t0, i, done = 1_700_000_000.0, 0, []
+    while i / 30 < 15:
+        t = t0 + i / 30
+        wanted = 1 <= i / 30 < 6 or 10 <= i / 30 < 11  # two visits, 4 s apart after the first clip ended
+        if (c := rec.push(synthetic(t, i), wanted)) is not None:
+            done.append(c)
+        i += 1
+    if (c := rec.finish()) is not None:
+        done.append(c)
+    assert len(done) == 2, [(c.start_time - t0, c.end_time - t0) for c in done]
+    first = json.loads(done[0].sidecar_path.read_text())
+    assert first["end_time"] <= t0 + 7.1  # its last frame, not start + frames / 10
+
+
+def test_wall_clock_stepping_back_mid_clip_does_not_keep_the_clip_open(tmp_path):
+    # NTP steps a live camera's clock back an hour while a clip is open: post-roll and max_clip must still end it,
+    # and the cooldown of a clip that ended before the step must not block recording for that hour.
+    cfg = RecordingConfig(pre_roll=0.5, post_roll=1.0, max_clip=5.0, cooldown=2.0)
+    rec = Recorder(cfg, tmp_path / "clips", fps=10.0)
+    t0, done = 1_700_000_000.0, []
+    for i in range(30):  # wanted 0..3 s
+        rec.push(synthetic(t0 + i / 10, i), wanted=True)
+    back = t0 + 3.0 - 3600
+    for i in range(30):  # then an hour earlier by the wall clock, nothing wanted for 3 s
+        if (c := rec.push(synthetic(back + i / 10, 30 + i), wanted=False)) is not None:
+            done.append(c)
+    assert len(done) == 1 and not rec.recording, "the clip is still open after the clock stepped back"
+    assert done[0].frames <= 3.0 * 10 + 1.0 * 10 + 2
+
+    for i in range(20):  # the clock steps back again, an object arrives 2 s later
+        rec.push(synthetic(back - 3600 + i / 10, 60 + i), wanted=i >= 10)
+    assert rec.recording, "the cooldown from before the clock step blocked a new clip"
+    assert rec.finish() is not None

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 
+import numpy as np
+import pytest
+
+from edgetl_device.camera import Frame
+from edgetl_device.config import RecordingConfig
+from edgetl_device.recording import Recorder
 from edgetl_device.reporting import read_jsonl
 from edgetl_device.runtime import Runtime
 from edgetl_device.storage import MB, Storage, list_clips, plan_retention
@@ -55,3 +65,65 @@ def test_low_disk_stops_recording_and_reports_it(shared_data, tmp_path):
     reports = read_jsonl(tmp_path / "data/events.jsonl", "status")
     assert any(r.get("disk_low") for r in reports)
     assert json.loads((tmp_path / "data/status.json").read_text())["disk_low"] is True
+
+
+CRASH_MID_CLIP = """
+import os, signal, sys
+import numpy as np
+from edgetl_device.camera import Frame
+from edgetl_device.config import RecordingConfig
+from edgetl_device.recording import Recorder
+rec = Recorder(RecordingConfig(pre_roll=0.5), sys.argv[1], fps=10.0)
+for i in range(30):
+    rec.push(Frame(np.full((48, 64, 3), i, np.uint8), 1_700_000_000 + i / 10, i), wanted=i >= 5)
+while rec._writer.queue.qsize():  # let the encoder write something first
+    pass
+os.kill(os.getpid(), signal.SIGKILL)  # power cut mid-clip
+"""
+
+
+def test_temp_files_of_a_clip_cut_by_a_crash_are_removed_at_the_next_start(tmp_path):
+    # Retention skips temp files (they may be being written), so a leftover from a crash would never be deleted.
+    clips = tmp_path / "clips"
+    proc = subprocess.run([sys.executable, "-c", CRASH_MID_CLIP, str(clips)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    leftovers = list(clips.glob(".*"))
+    assert leftovers and not list(clips.glob("*.json")), list(clips.iterdir())
+
+    rec = Recorder(RecordingConfig(), clips, fps=10.0)  # the restarted service
+    assert not list(clips.glob(".*")), "a crashed clip's temp file is left on disk forever"
+    assert rec.push(Frame(np.zeros((48, 64, 3), np.uint8), 1_700_000_100.0, 0), wanted=False) is None
+
+
+def test_a_clip_retention_cannot_delete_does_not_stop_the_device(shared_data, tmp_path):
+    # An SD card remounted read-only, or a file made immutable: retention's unlink fails. The frame loop must go on
+    # (events, clips) and retention must still delete what it can.
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr not available")
+    now = time.time()
+    clips = tmp_path / "data/clips"
+    make_clip(clips, "a_old", 1000, age_s=10 * 86400, now=now)
+    make_clip(clips, "b_old", 1000, age_s=9 * 86400, now=now)
+    stuck = clips / "a_old.mp4"
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a file immutable here (needs root and ext4)")
+    try:
+        video = write_video(tmp_path / "scene.avi", scene_frames(shared_data))
+        status = Runtime(scene_config(shared_data, video, tmp_path / "data")).run()
+        assert status["frames_in"] == 80 and status["clips_written"] == 1
+        assert stuck.exists() and (clips / "a_old.json").exists()  # kept whole with its sidecar
+        assert not list(clips.glob("b_old.*"))
+        assert status["clips_deleted"] == 1  # b_old; a_old could not be deleted
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], capture_output=True)
+
+    # ... and a leftover temp file that cannot be removed (read-only disk) must not stop the restarted service
+    left = clips / ".stuck.tmp.mp4"
+    left.write_bytes(b"x")
+    subprocess.run(["chattr", "+i", str(left)], capture_output=True)
+    try:
+        Recorder(RecordingConfig(), clips, fps=10.0)
+        assert left.exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(left)], capture_output=True)

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,10 @@ class RingBuffer:
         while self._frames and (self._frames[0].timestamp < horizon or self.nbytes > self.max_bytes):
             self.nbytes -= self._frames.popleft().image.nbytes
 
+    def shift(self, dt: float) -> None:
+        """Move every frame's timestamp by dt (the wall clock was stepped)."""
+        self._frames = deque(replace(f, timestamp=f.timestamp + dt) for f in self._frames)
+
     def since(self, t: float) -> list[Frame]:
         return [f for f in self._frames if f.timestamp >= t]
 
@@ -73,6 +77,21 @@ def write_jpeg_atomic(path: Path, image: np.ndarray, quality: int = 90) -> None:
     os.replace(tmp, path)
 
 
+def remove_stale_temp_files(clips_dir: Path) -> int:
+    """Delete temp files (`.<name>.tmp*`) a killed process left behind; call only while no clip is open."""
+    removed = 0
+    try:
+        for p in clips_dir.iterdir() if clips_dir.is_dir() else ():
+            if p.name.startswith(".") and ".tmp" in p.name and p.is_file():
+                p.unlink(missing_ok=True)
+                removed += 1
+    except OSError as exc:  # a read-only disk must not stop the device; recording will report its own errors
+        log.error("cannot remove temp files in %s: %s", clips_dir, exc)
+    if removed:
+        log.warning("removed %d temp file(s) of clips cut short by a crash in %s", removed, clips_dir)
+    return removed
+
+
 @dataclass
 class ClipInfo:
     clip_id: str
@@ -83,6 +102,7 @@ class ClipInfo:
     trigger_time: float
     last_wanted: float
     model_version: str | None
+    last_frame_time: float = 0.0  # timestamp of the newest frame handed to the clip
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     best_score: float = -1.0
     best_frame: np.ndarray | None = None
@@ -146,11 +166,16 @@ class Recorder:
         self.manual_until: float | None = None  # manual recording: None = off, inf = until stopped
         self.clips_written: list[ClipInfo] = []
         self.clips_failed = 0
+        self._last_time = float("-inf")
+        remove_stale_temp_files(self.clips_dir)  # retention never counts temp files: a crash's would stay forever
 
     # -- per frame
     def push(self, frame: Frame, wanted: bool) -> ClipInfo | None:
         """Feed every frame. Returns a ClipInfo when a clip was just completed."""
         now = frame.timestamp
+        if now < self._last_time:  # wall clock stepped back (NTP): else clips, cooldown, manual never end
+            self._clock_stepped(now - self._last_time)
+        self._last_time = now
         manual = self.manual_until is not None and now < self.manual_until
         if self.manual_until is not None and not manual:
             self.manual_until = None
@@ -167,6 +192,7 @@ class Recorder:
                 and finished is None):
             self._start(frame)
         if self.clip is not None and self._writer is not None:
+            self.clip.last_frame_time = now
             if self._wait_for_writer():
                 self._writer.queue.put(frame.image)
                 self.clip.frames += 1
@@ -175,6 +201,18 @@ class Recorder:
         else:
             self.ring.append(frame)
         return finished
+
+    def _clock_stepped(self, dt: float) -> None:
+        """Re-base everything timed by frame timestamps by dt seconds so durations keep counting."""
+        log.warning("wall clock stepped by %.1f s; recorder timing re-based", dt)
+        if self.clip is not None:
+            c = self.clip
+            c.start_time, c.trigger_time, c.last_wanted = c.start_time + dt, c.trigger_time + dt, c.last_wanted + dt
+            c.last_frame_time += dt
+        self._cooldown_until += dt
+        if self.manual_until is not None:
+            self.manual_until += dt
+        self.ring.shift(dt)
 
     def _wait_for_writer(self, timeout: float = 1.0) -> bool:
         """Bound the encoder's backlog to buffer_mb (the ring is empty while a clip is open, so frame memory
@@ -247,8 +285,8 @@ class Recorder:
         clip.end_reason = reason
         writer.queue.put(None)
         writer.join()
-        last_ts = clip.start_time + max(0, clip.frames - 1) / self.fps
-        clip.end_time = max(clip.end_time or 0.0, last_ts)
+        # the newest frame's own time: frames arrive at the loop's rate, not necessarily at self.fps
+        clip.end_time = max(clip.end_time or 0.0, clip.last_frame_time)
         self._cooldown_until = clip.end_time + self.cfg.cooldown
         if writer.error is not None or writer.written == 0:
             log.error("clip %s failed: %s", clip.clip_id, writer.error or "no frames")

@@ -52,12 +52,19 @@ def plan_retention(clips: list[ClipFiles], now: float, max_age_s: float, max_tot
     return doomed
 
 
-def delete_clips(clips: list[ClipFiles]) -> int:
+def delete_clips(clips: list[ClipFiles]) -> list[ClipFiles]:
+    """Delete the clips' files; returns the clips fully deleted."""
+    deleted = []
     for c in clips:
-        for p in c.paths:
-            p.unlink(missing_ok=True)
+        try:
+            for p in sorted(c.paths, key=lambda p: p.suffix == ".json"):  # sidecar last: never orphan a video
+                p.unlink(missing_ok=True)
+        except OSError as exc:  # read-only remount, immutable file: must not stop the frame loop
+            log.error("retention: cannot delete clip %s: %s", c.stem, exc)
+            continue
+        deleted.append(c)
         log.info("retention: deleted clip %s (%.1f MB)", c.stem, c.size / MB)
-    return sum(c.size for c in clips)
+    return deleted
 
 
 def free_bytes(path: Path) -> int:
@@ -88,8 +95,7 @@ class Storage:
         shortfall = max(0.0, self.min_free_bytes - self.disk_free)
         doomed = plan_retention(clips, now, self.max_age_s, self.max_total_bytes, shortfall)
         if doomed:
-            delete_clips(doomed)
-            self.deleted += len(doomed)
+            self.deleted += len(delete_clips(doomed))
             self.disk_free = free_bytes(self.clips_dir)
         allowed = self.disk_free >= self.min_free_bytes
         changed = allowed != self.recording_allowed
