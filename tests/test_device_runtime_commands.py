@@ -199,3 +199,72 @@ def test_reload_config_applies_new_settings_and_keeps_old_ones_on_a_bad_file(sha
     finally:
         runtime.stop()
         thread.join(timeout=20)
+
+
+def test_reload_during_a_clip_applies_the_new_recording_settings_once_it_ends(shared_data, tmp_path):
+    import yaml
+
+    from edgetl_device.config import load_config
+
+    models = shared_data / "models"
+    data = {"device_id": "cam-reload-rec", "camera": {"source": str(shared_data / "videos/vtest.avi"), "paced": True,
+                                                      "loop": True},
+            "model": {"path": str(models / "mobilenet_v1_0.25_128_quant.tflite"),
+                      "labels": str(models / "imagenet_labels.txt"), "num_threads": 1},
+            "decision": {"record_unknown": False},
+            "recording": {"pre_roll": 0.2, "post_roll": 0.2, "cooldown": 0},
+            "storage": {"data_dir": str(tmp_path / "data"), "min_free_mb": 1}}
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runtime = Runtime(load_config(path), config_path=path)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    clips = tmp_path / "data/clips"
+    try:
+        deadline = time.monotonic() + 20
+        while runtime.frames_in < 3:
+            assert time.monotonic() < deadline, "runtime did not start"
+            time.sleep(0.05)
+        runtime.start_manual_recording()
+        while not runtime.status()["recording"]:
+            assert time.monotonic() < deadline, "manual clip did not start"
+            time.sleep(0.05)
+        data["recording"]["enabled"] = False  # the operator turns recording off while a clip is open
+        path.write_text(yaml.safe_dump(data))
+        runtime.reload_config()
+        runtime.stop_manual_recording()
+        while not list(clips.glob("*.json")):
+            assert time.monotonic() < deadline, "the open clip was not finished"
+            time.sleep(0.05)
+
+        runtime.start_manual_recording()
+        time.sleep(1.0)
+        runtime.stop_manual_recording()
+        time.sleep(0.5)
+        assert not runtime.status()["recording"] and len(list(clips.glob("*.json"))) == 1, "recording.enabled: " \
+            "false was ignored because the reload came while a clip was open"
+    finally:
+        runtime.stop()
+        thread.join(timeout=20)
+
+
+def test_timed_manual_recording_ends_its_event_with_the_clip(running, tmp_path):
+    object_id = running.start_manual_recording(duration=0.5)
+    clips = tmp_path / "data/clips"
+    deadline = time.monotonic() + 15
+    while not list(clips.glob("*.json")):
+        assert time.monotonic() < deadline, "manual clip not written"
+        time.sleep(0.1)
+    time.sleep(0.3)
+    events = [e for e in read_jsonl(tmp_path / "data/events.jsonl", "event") if e["object_id"] == object_id]
+    assert [e["type"] for e in events] == ["start", "end"], "the timed recording's event never ended"
+    assert events[1]["clip_path"] == str(next(clips.glob("*.mp4")))
+
+    untimed = running.start_manual_recording(duration=None)
+    running.stop()  # SIGTERM during a manual recording
+    deadline = time.monotonic() + 20
+    while running.state != "stopped":
+        assert time.monotonic() < deadline, "runtime did not stop"
+        time.sleep(0.05)
+    events = [e for e in read_jsonl(tmp_path / "data/events.jsonl", "event") if e["object_id"] == untimed]
+    assert [e["type"] for e in events] == ["start", "end"], "shutdown left the manual recording's event open"

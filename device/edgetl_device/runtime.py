@@ -180,10 +180,13 @@ class Runtime:
 
     def _process(self, prepared: Prepared) -> None:
         frame = prepared.frame
-        if self.recorder is None:
+        old = self.recorder
+        # first frame, or reloaded recording settings: applied between clips (a reload may come mid-clip)
+        if old is None or (old.cfg is not self.config.recording and not old.recording):
             self.recorder = Recorder(self.config.recording, self.clips_dir, self.camera.fps if self.camera else None,
                                      self.config.device_id, self.model.model_version)
             self.recorder.allowed = self.storage.recording_allowed
+            self.recorder.manual_until = old.manual_until if old else None  # a manual recording outlives a reload
         self.frames_in += 1
         transitions: list[Transition] = []
         decision = None
@@ -199,6 +202,8 @@ class Runtime:
         else:
             self.frames_skipped += 1
         finished = self.recorder.push(frame, self.decider.active is not None)
+        if self._manual_object is not None and self.recorder.manual_until is None:
+            self._end_manual(frame.timestamp)  # a timed manual recording ran out: its event ends too
         if decision is not None and self.decider.active is not None and decision.trigger is not None:
             self.recorder.note(self.decider.active.object_id, decision.trigger, decision.score,
                                decision.unknown_score, frame)
@@ -257,6 +262,8 @@ class Runtime:
         now = self.camera.latest().timestamp if self.camera and self.camera.latest() else time.time()
         for t in self.decider.finish(now):
             self._publish_transition(t, now)
+        if self._manual_object is not None:
+            self._end_manual(now)  # like the objects' events above: never left open
         if self.recorder is not None:
             self.recorder.finish("shutdown")
         if self.camera is not None:
@@ -405,16 +412,22 @@ class Runtime:
             if self.recorder is not None:
                 self.recorder.stop_manual()
             if self._manual_object is not None:
-                self._publish_event(new_event(self.config.device_id, "end", self._manual_object, "manual", 1.0,
-                                              end_time=time.time(), model_version=self.model.model_version,
-                                              manual=True))
-                self._manual_object = None
+                self._end_manual(time.time())
 
         self._between_frames(stop)
 
+    def _end_manual(self, end_time: float) -> None:
+        """Publish the manual recording's end event, with the clip it is being recorded into."""
+        paths = self.recorder.expected_paths() if self.recorder else None
+        self._publish_event(new_event(self.config.device_id, "end", self._manual_object, "manual", 1.0,
+                                      end_time=end_time, clip_path=paths[0] if paths else None,
+                                      snapshot_path=paths[1] if paths else None,
+                                      model_version=self.model.model_version, manual=True))
+        self._manual_object = None
+
     def reload_config(self) -> None:
-        """Re-read the config file; motion, decision, recording and storage settings apply at once.
-        Camera and model changes need a restart (or swap_model)."""
+        """Re-read the config file; motion, decision and storage settings apply at once, recording ones once
+        an open clip has ended. Camera and model changes need a restart (or swap_model)."""
         if self.config_path is None:
             raise DeviceError("runtime was started without a config file; nothing to reload")
         new = load_config(self.config_path)
@@ -430,8 +443,6 @@ class Runtime:
                                    self.decider.threshold)
             self.storage = Storage(self.clips_dir, new.storage.max_age_days, new.storage.max_total_mb,
                                    new.storage.min_free_mb)
-            if self.recorder is not None and not self.recorder.recording:
-                self.recorder = None  # rebuilt with the new settings on the next frame
 
         self._between_frames(apply)
         log.info("config reloaded from %s", self.config_path)
