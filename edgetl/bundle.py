@@ -209,13 +209,14 @@ def inspect_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_file():
         try:
             with tarfile.open(path, "r:*") as tar:
-                names = {m.name.lstrip("./"): m for m in tar.getmembers()}
+                # removeprefix, not lstrip: lstrip("./") would read "../manifest.json" as the manifest
+                names = {m.name.removeprefix("./"): m for m in tar.getmembers()}
                 member = names.get(MANIFEST)
                 if member is None or not member.isfile():
                     raise EdgetlError(f"{path} has no top-level {MANIFEST}; not a bundle")
                 manifest = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
                 signed = SIGNATURE in names
-        except (tarfile.TarError, OSError, ValueError) as exc:
+        except (tarfile.TarError, OSError, ValueError, EOFError) as exc:  # EOFError: a gzip cut short
             raise EdgetlError(f"cannot read {path}: {exc}") from exc
         return {"manifest": manifest, "signed": signed, "stale_files": []}
     manifest = read_manifest(path)

@@ -315,3 +315,19 @@ def test_archive_with_too_many_members_is_refused(tmp_path, keys):
     with pytest.raises(DeviceError, match="more than 256 members"):
         extract_bundle(archive, tmp_path / "deploy" / "bundle", [keys["pub"]])
     assert list((tmp_path / "deploy").iterdir()) == []
+
+
+def test_inspect_reads_only_a_top_level_manifest(tmp_path, keys):
+    from edgetl.bundle import inspect_bundle
+
+    archive = pack_bundle(make_bundle(tmp_path / "b", keys), tmp_path / "b.tar.gz")
+    assert inspect_bundle(archive)["signed"] is True
+    outside = tmp_path / "outside.tar.gz"
+    with tarfile.open(outside, "w:gz") as tar:
+        tar.addfile(*_file("../manifest.json", json.dumps({"model_version": "evil"}).encode()))
+    with pytest.raises(EdgetlError, match="no top-level manifest.json"):
+        inspect_bundle(outside)
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[:100])
+    with pytest.raises(EdgetlError, match="cannot read"):
+        inspect_bundle(cut)
