@@ -201,6 +201,41 @@ def test_reload_config_applies_new_settings_and_keeps_old_ones_on_a_bad_file(sha
         thread.join(timeout=20)
 
 
+def test_reload_ends_the_events_of_objects_in_view_and_keeps_the_disk_guard(shared_data, tmp_path):
+    import yaml
+
+    from edgetl_device.config import load_config
+
+    models = shared_data / "models"
+    data = {"device_id": "cam-reload-obj", "camera": {"source": str(shared_data / "videos/vtest.avi"), "paced": True,
+                                                      "loop": True},
+            "model": {"path": str(models / "mobilenet_v1_0.25_128_quant.tflite"),
+                      "labels": str(models / "imagenet_labels.txt"), "num_threads": 1},
+            "motion": {"enabled": False},
+            "decision": {"record_unknown": True, "unknown_threshold": 0.001, "k": 1, "n": 1},  # all unknown
+            "recording": {"enabled": False},
+            "storage": {"data_dir": str(tmp_path / "data"), "min_free_mb": 1e9}}  # the disk is always "low"
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runtime = Runtime(load_config(path), config_path=path)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while runtime.decider.active is None or not runtime.disk_low:
+            assert time.monotonic() < deadline, "no unknown object / disk check"
+            time.sleep(0.05)
+        first = runtime.decider.active.object_id
+        runtime.reload_config()
+        assert runtime.disk_low and not runtime.storage.recording_allowed, "reload lifted the low-disk guard"
+    finally:
+        runtime.stop()
+        thread.join(timeout=20)
+    events = read_jsonl(tmp_path / "data/events.jsonl", "event")
+    types = [e["type"] for e in events if e["object_id"] == first]
+    assert types[0] == "start" and types[-1] == "end", f"the object in view at the reload never ended: {types}"
+
+
 def test_reload_during_a_clip_applies_the_new_recording_settings_once_it_ends(shared_data, tmp_path):
     import yaml
 

@@ -435,6 +435,10 @@ class Runtime:
             log.warning("camera/model changes in %s take effect after a restart", self.config_path)
 
         def apply() -> None:
+            # the old decider's objects end here (as in swap_model): a new decider would leave their events open
+            now = self.camera.latest().timestamp if self.camera and self.camera.latest() else time.time()
+            for t in self.decider.finish(now):
+                self._publish_transition(t, now)
             self.config.motion, self.config.decision = new.motion, new.decision
             self.config.recording, self.config.storage = new.recording, new.storage
             self.gate = MotionGate(new.motion)
@@ -443,6 +447,7 @@ class Runtime:
                                    self.decider.threshold)
             self.storage = Storage(self.clips_dir, new.storage.max_age_days, new.storage.max_total_mb,
                                    new.storage.min_free_mb)
+            self._check_storage()  # a new Storage allows recording until checked: a low disk must stay guarded
 
         self._between_frames(apply)
         log.info("config reloaded from %s", self.config_path)
