@@ -102,6 +102,27 @@ def make_bundle(shared_data, root, keys, version: str):
     return root
 
 
+def test_low_disk_refuses_snapshots_like_recordings(shared_data, tmp_path):
+    cfg = vtest_config(shared_data, tmp_path / "data", paced=True, loop=True)
+    cfg.storage.min_free_mb = 1e9  # the disk is always "low"
+    runtime = Runtime(cfg)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while runtime.frames_in < 3 or not runtime.disk_low:
+            assert time.monotonic() < deadline, "runtime did not start / check the disk"
+            time.sleep(0.05)
+        with pytest.raises(DeviceError, match="disk is low"):
+            runtime.take_snapshot()
+        with pytest.raises(DeviceError, match="disk is low"):
+            runtime.start_manual_recording()
+        assert not (tmp_path / "data/snapshots").exists() or not list((tmp_path / "data/snapshots").iterdir())
+    finally:
+        runtime.stop()
+        thread.join(timeout=20)
+
+
 def test_swap_model_to_a_signed_bundle_and_refuse_a_tampered_one(shared_data, tmp_path):
     from edgetl.bundle import generate_keys
 

@@ -30,6 +30,19 @@ def make_clip(folder, stem: str, size: int, age_s: float, now: float) -> None:
         os.utime(p, (now - age_s, now - age_s))
 
 
+def test_snapshots_age_out_with_the_clips(tmp_path):
+    # Snapshots taken by command live in data_dir/snapshots; without retention they would pile up forever.
+    now = time.time()
+    snaps = tmp_path / "snapshots"
+    snaps.mkdir()
+    for name, age in (("old.jpg", 10 * 86400), ("fresh.jpg", 60), (".partial.jpg", 10 * 86400)):
+        (snaps / name).write_bytes(b"x" * 100)
+        os.utime(snaps / name, (now - age, now - age))
+    storage = Storage(tmp_path / "clips", max_age_days=7, max_total_mb=100, min_free_mb=1, aged_dirs=(snaps,))
+    storage.check(now)
+    assert sorted(p.name for p in snaps.iterdir()) == [".partial.jpg", "fresh.jpg"]
+
+
 def test_retention_deletes_old_clips_then_oldest_until_the_total_fits(tmp_path):
     now = time.time()
     clips = tmp_path / "clips"

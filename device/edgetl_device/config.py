@@ -167,7 +167,7 @@ class StorageConfig(_Strict):
     """Where clips and logs go, retention, and the low-disk guard."""
 
     data_dir: Path = Field(Path("edgetl-data"), description="Clips, event log and status file live here.")
-    max_age_days: float = Field(7.0, gt=0, description="Delete clips older than this.")
+    max_age_days: float = Field(7.0, gt=0, description="Delete clips and command snapshots older than this.")
     max_total_mb: float = Field(2048.0, gt=0, description="Delete oldest clips beyond this total size.")
     min_free_mb: float = Field(256.0, ge=0, description="Stop recording when the disk has less free space.")
     check_interval: float = Field(30.0, gt=0, description="Seconds between retention / disk checks.")

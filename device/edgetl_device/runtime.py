@@ -94,7 +94,8 @@ class Runtime:
         self.decider = Decider(self.model.labels, config.decision, scorer, threshold)
         self.gate = MotionGate(config.motion)
         self.storage = Storage(self.clips_dir, config.storage.max_age_days, config.storage.max_total_mb,
-                               config.storage.min_free_mb)
+                               config.storage.min_free_mb,
+                               aged_dirs=(self.data_dir / "snapshots",))
         self._own_reporter = reporter is None
         self.reporter = reporter if reporter is not None else make_reporter(config, self.telemetry)
         self.camera: Camera | None = None
@@ -382,6 +383,8 @@ class Runtime:
         log.info("unknown threshold set to %.4g", value)
 
     def take_snapshot(self) -> str:
+        if not self.storage.recording_allowed:  # like recording: a snapshot must not be what fills the disk
+            raise DeviceError("snapshots are stopped: the disk is low (free space or lower storage.max_total_mb)")
         frame = self.camera.latest() if self.camera else None
         if frame is None:
             raise DeviceError("no frame yet: the camera has not delivered any image")
@@ -446,7 +449,7 @@ class Runtime:
                                    None if self.decider.scorer.__name__ == "max_prob_unknown" else
                                    self.decider.threshold)
             self.storage = Storage(self.clips_dir, new.storage.max_age_days, new.storage.max_total_mb,
-                                   new.storage.min_free_mb)
+                                   new.storage.min_free_mb, aged_dirs=self.storage.aged_dirs)
             self._check_storage()  # a new Storage allows recording until checked: a low disk must stay guarded
 
         self._between_frames(apply)

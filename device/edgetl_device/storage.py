@@ -67,6 +67,21 @@ def delete_clips(clips: list[ClipFiles]) -> list[ClipFiles]:
     return deleted
 
 
+def expire_files(folder: Path, now: float, max_age_s: float) -> int:
+    """Delete the files in `folder` (not temp `.` files) older than max_age_s; returns how many went."""
+    removed = 0
+    for p in folder.iterdir() if folder.is_dir() else ():
+        try:
+            if p.is_file() and not p.name.startswith(".") and now - p.stat().st_mtime > max_age_s:
+                p.unlink()
+                removed += 1
+        except OSError as exc:  # like clips: a file that cannot go must not stop the device
+            log.error("retention: cannot delete %s: %s", p, exc)
+    if removed:
+        log.info("retention: deleted %d file(s) older than %.0f days in %s", removed, max_age_s / 86400, folder)
+    return removed
+
+
 def free_bytes(path: Path) -> int:
     path = Path(path)
     while not path.exists() and path != path.parent:
@@ -77,8 +92,10 @@ def free_bytes(path: Path) -> int:
 class Storage:
     """Runs retention and watches free space; `recording_allowed` goes False when the disk is low."""
 
-    def __init__(self, clips_dir: Path, max_age_days: float, max_total_mb: float, min_free_mb: float) -> None:
+    def __init__(self, clips_dir: Path, max_age_days: float, max_total_mb: float, min_free_mb: float,
+                 aged_dirs: tuple[Path, ...] = ()) -> None:
         self.clips_dir = Path(clips_dir)
+        self.aged_dirs = tuple(Path(d) for d in aged_dirs)  # other media (snapshots) that age out like clips
         self.max_age_s = max_age_days * 86400
         self.max_total_bytes = max_total_mb * MB
         self.min_free_bytes = min_free_mb * MB
@@ -94,8 +111,10 @@ class Storage:
         self.disk_free = free_bytes(self.clips_dir)
         shortfall = max(0.0, self.min_free_bytes - self.disk_free)
         doomed = plan_retention(clips, now, self.max_age_s, self.max_total_bytes, shortfall)
+        expired = sum(expire_files(d, now, self.max_age_s) for d in self.aged_dirs)
         if doomed:
             self.deleted += len(delete_clips(doomed))
+        if doomed or expired:
             self.disk_free = free_bytes(self.clips_dir)
         allowed = self.disk_free >= self.min_free_bytes
         changed = allowed != self.recording_allowed
