@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -81,3 +82,51 @@ def test_bad_outbox_settings_and_files_are_clear_errors(tmp_path):
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(DeviceError, match="move it aside"):
         Outbox(bad)
+
+
+def test_outbox_with_damaged_event_pages_is_a_clear_error(tmp_path):
+    # The header and schema pages are fine, so the damage only shows when the events are counted.
+    box = Outbox(tmp_path / "o.db")
+    for i in range(300):
+        box.put({"event_id": f"e{i}", "pad": "x" * 200})
+    box.close()
+    path = tmp_path / "o.db"
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size - 4 * 4096)
+        f.write(b"\xff" * 2 * 4096)
+    with pytest.raises(DeviceError, match="move it aside"):
+        Outbox(path)
+
+
+def test_disk_full_while_the_outbox_is_full_keeps_the_count_and_says_why(tmp_path):
+    box = Outbox(tmp_path / "o.db", max_events=3)
+    for i in range(3):
+        box.put({"event_id": f"e{i}"})
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count={pages}")  # the file cannot grow: SQLite's "disk full"
+    for _ in range(3):
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            box.put({"event_id": "big", "pad": "x" * 50_000})
+    assert box.depth == len(box.pending(limit=100)) == 3 and box.dropped == 0
+    box._db.execute(f"PRAGMA max_page_count={pages * 100}")  # space again: the bound still holds
+    box.put({"event_id": "big", "pad": "x" * 50_000})
+    assert box.depth == len(box.pending(limit=100)) == 3 and box.dropped == 1
+    box.close()
+
+
+def test_ack_failing_on_a_locked_file_keeps_full_sync_and_the_outbox_usable(tmp_path):
+    box = Outbox(tmp_path / "o.db", sync="full")
+    box.put({"event_id": "e1"})
+    box.put({"event_id": "e2"})
+    box._db.execute("PRAGMA busy_timeout=100")  # not 30 s for the test
+    other = sqlite3.connect(tmp_path / "o.db", isolation_level=None)  # e.g. an inspection tool
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        box.ack([1])
+    other.execute("ROLLBACK")
+    other.close()
+    assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: puts still survive power loss
+    assert box.put({"event_id": "e3"})["seq"] == 3 and box.ack([1]) == 1
+    assert [s for s, _ in box.pending()] == [2, 3] and box.depth == 2
+    box.close()

@@ -56,19 +56,21 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._db.executescript(_SCHEMA)
+            # Counting reads every events page: damage there must get the same clear error.
+            self._depth = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         except (sqlite3.DatabaseError, OSError) as exc:
             raise DeviceError(
                 f"cannot open the event outbox {self.path}: {exc}. Check the path is writable; "
                 "if the file is corrupt, move it aside (pending events in it are lost)."
             ) from exc
         self._lock = threading.Lock()
-        self._depth = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
 
     def put(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Store one event, assigning its `seq`; returns the stored event, or None when dropped."""
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
+            removed = 0
             try:
                 if self._depth >= self.max_events:
                     self._bump("dropped", 1, cur)
@@ -77,7 +79,7 @@ class Outbox:
                         log.warning("outbox full (%d events): dropped the new event", self._depth)
                         return None
                     cur.execute("DELETE FROM events WHERE seq = (SELECT MIN(seq) FROM events)")
-                    self._depth -= cur.rowcount
+                    removed = cur.rowcount  # applied to _depth only once committed (a rollback restores the row)
                     log.warning("outbox full (%d events): dropped the oldest event", self.max_events)
                 seq = self._meta("last_seq", cur) + 1
                 stored = dict(event)
@@ -87,9 +89,9 @@ class Outbox:
                 cur.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (seq,))
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                self._rollback(cur)
                 raise
-            self._depth += 1
+            self._depth += 1 - removed
             return stored
 
     def pending(self, after_seq: int = 0, limit: int = 100) -> list[tuple[int, str]]:
@@ -109,14 +111,20 @@ class Outbox:
             # A lost ack only means a re-send (de-duplicated downstream), so acks skip the fsync;
             # the next put's fsync makes them durable anyway (WAL is sequential).
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("BEGIN IMMEDIATE")
-            removed = 0
-            for i in range(0, len(seqs), 500):  # SQLite's bound-parameter limit
-                chunk = seqs[i:i + 500]
-                cur.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
-                removed += cur.rowcount
-            cur.execute("COMMIT")
-            cur.execute(f"PRAGMA synchronous={self.sync.upper()}")
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                removed = 0
+                try:
+                    for i in range(0, len(seqs), 500):  # SQLite's bound-parameter limit
+                        chunk = seqs[i:i + 500]
+                        cur.execute(f"DELETE FROM events WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+                        removed += cur.rowcount
+                    cur.execute("COMMIT")
+                except BaseException:
+                    self._rollback(cur)
+                    raise
+            finally:  # a failed ack (locked file, I/O error) must not leave later puts without fsync
+                cur.execute(f"PRAGMA synchronous={self.sync.upper()}")
             self._depth -= removed
             return removed
 
@@ -137,6 +145,11 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _rollback(self, cur: sqlite3.Cursor) -> None:
+        # SQLITE_FULL / IOERR may already have rolled back: a second ROLLBACK would hide the real error.
+        if self._db.in_transaction:
+            cur.execute("ROLLBACK")
 
     def _meta(self, key: str, cur: sqlite3.Cursor) -> int:
         return int(cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
