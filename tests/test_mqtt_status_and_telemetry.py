@@ -63,3 +63,24 @@ def test_bad_settings_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="kind"):
         reporter.publish("gossip", {})
     reporter.stop()
+
+
+def test_status_fields_survive_a_broker_restart(broker, tmp_path):
+    # The runtime adds disk_low to its status; the retained status re-published on reconnect must keep it.
+    reporter = MqttReporter(config(broker.port, tmp_path), "cam1")
+    try:
+        assert reporter.wait_connected(5)
+        reporter.publish("status", {"state": "online", "model_version": "2.0", "disk_low": True,
+                                    "disk_free_mb": 12.5})
+        broker.restart()  # a broker without persistence: the retained status is gone until the device re-sends it
+        deadline = time.monotonic() + 20
+        while reporter.reconnects < 1:
+            assert time.monotonic() < deadline, "reporter did not reconnect"
+            time.sleep(0.1)
+        with Collector(broker.port, "edgetl/cam1/status") as late:
+            assert late.wait_for(lambda s: s.of("status"), 5)
+            status = late.of("status")[-1]
+        assert (status["state"], status["model_version"], status["disk_low"], status["disk_free_mb"]) == \
+            ("online", "2.0", True, 12.5)
+    finally:
+        reporter.stop()

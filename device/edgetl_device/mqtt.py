@@ -76,6 +76,7 @@ class MqttReporter:
         self.host = HostTelemetry(disk_path=config.outbox_path.parent if config.outbox_path.parent.exists() else ".")
         self.model_version = model_version  # set before connecting: the first retained status carries it
         self.reconnects = 0
+        self._status_extra: dict[str, Any] = {}  # fields of the last "online" status beyond the standard ones
         self.last_error: str | None = None
 
         self._connected = threading.Event()
@@ -109,7 +110,10 @@ class MqttReporter:
         elif kind == "status":
             self.model_version = payload.get("model_version", self.model_version)
             message = status_payload(self.device_id, payload.get("state", "online"), self.model_version)
-            message.update({k: v for k, v in payload.items() if k not in message or k == "time"})
+            extra = {k: v for k, v in payload.items() if k not in message}
+            message.update({**extra, **({"time": payload["time"]} if "time" in payload else {})})
+            if message["state"] == "online":
+                self._status_extra = extra  # re-published on reconnect: a broker restart must not erase disk_low
             self.client.publish(self.topics["status"], _dumps(message), qos=1, retain=True)
         elif kind == "telemetry":
             self.client.publish(self.topics["telemetry"], _dumps(self._telemetry(payload)), qos=0)
@@ -209,8 +213,8 @@ class MqttReporter:
             self.reconnects += 1
         log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
         client.subscribe(f"{self.base}/cmd/+", qos=1)
-        client.publish(self.topics["status"], _dumps(status_payload(self.device_id, "online", self.model_version)),
-                       qos=1, retain=True)
+        online = {**status_payload(self.device_id, "online", self.model_version), **self._status_extra}
+        client.publish(self.topics["status"], _dumps(online), qos=1, retain=True)
         self._connected.set()
         self._wake.set()
 
@@ -277,7 +281,13 @@ class MqttReporter:
                 last_progress = time.monotonic()
             if len(self._inflight) >= window:
                 continue
-            for seq, text in self.outbox.pending(self._last_sent, window - len(self._inflight)):
+            try:
+                pending = self.outbox.pending(self._last_sent, window - len(self._inflight))
+            except sqlite3.Error as exc:  # a flaky card or a locked file: retry, never end the sender thread
+                log.error("could not read the outbox (%s); retrying in 1 s", exc)
+                self._stopping.wait(1.0)
+                continue
+            for seq, text in pending:
                 info = self.client.publish(self.topics["events"], text, qos=1)
                 if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
                     log.warning("publish of event seq %d failed (%s); retrying", seq, info.rc)
