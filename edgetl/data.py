@@ -10,7 +10,9 @@ Three input layouts are accepted everywhere:
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import os
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -81,6 +83,21 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """Images anywhere under folder. Symlinked subfolders are followed (Path.rglob skips them before Python
+    3.13, silently dropping their images); a folder reached twice (a link loop) is walked once."""
+    found: list[Path] = []
+    walked: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in walked:
+            dirnames[:] = []
+            continue
+        walked.add(real)
+        found.extend(p for name in filenames if _is_image(p := Path(dirpath) / name))
+    return sorted(found)
+
+
 def _class_folder_samples(root: Path) -> list[Sample]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -88,7 +105,7 @@ def _class_folder_samples(root: Path) -> list[Sample]:
                           f"(e.g. {root}/cats/*.jpg, {root}/dogs/*.jpg) or pass a CSV manifest")
     samples: list[Sample] = []
     for d in class_dirs:
-        images = sorted(p for p in d.rglob("*") if _is_image(p))
+        images = _image_files(d)
         if not images:
             raise EdgetlError(f"class folder {d} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
                               "add images or remove the folder")
@@ -96,15 +113,36 @@ def _class_folder_samples(root: Path) -> list[Sample]:
     return samples
 
 
+def _csv_path(base: Path, raw_path: str) -> Path:
+    """A manifest path, absolute or relative to the CSV's folder; Windows backslashes work on POSIX too."""
+    path = Path(raw_path)
+    path = (path if path.is_absolute() else base / path).resolve()
+    if "\\" in raw_path and not path.is_file():  # a manifest written on Windows: imgs\a\1.jpg
+        alt = _csv_path(base, raw_path.replace("\\", "/"))
+        if alt.is_file():
+            return alt
+    return path
+
+
 def _read_csv(spec: DataSpec, strict: bool = True) -> dict[str, list[Sample]]:
     base = spec.path.resolve().parent
     try:
         with spec.path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            rows = list(reader)
+            text = f.read()
     except OSError as e:
         raise EdgetlError(f"cannot read CSV {spec.path}: {e}") from e
+    except UnicodeDecodeError as e:  # Excel's plain "CSV" is cp1252: say so instead of a traceback
+        raise EdgetlError(f"CSV {spec.path} is not UTF-8 ({e}); save it as UTF-8 (Excel: 'CSV UTF-8')") from e
+    # Excel writes ';' (or a tab) where ',' is the decimal mark: take the first that yields the needed columns.
+    for delimiter in (",", ";", "\t"):
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+        columns = reader.fieldnames or []
+        if spec.path_column in columns and spec.label_column in columns:
+            break
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        columns = reader.fieldnames or []
+    rows = list(reader)
     for col in (spec.path_column, spec.label_column):
         if col not in columns:
             raise EdgetlError(f"CSV {spec.path} has no column {col!r} (columns: {', '.join(columns)}); "
@@ -114,6 +152,7 @@ def _read_csv(spec: DataSpec, strict: bool = True) -> dict[str, list[Sample]]:
         raise EdgetlError(f"CSV {spec.path} has no split column {split_col!r}")
     out: dict[str, list[Sample]] = defaultdict(list)
     missing_files: list[str] = []
+    seen: dict[Path, tuple[int, str, str]] = {}
     for i, row in enumerate(rows, start=2):
         raw_path = (row.get(spec.path_column) or "").strip()
         label = (row.get(spec.label_column) or "").strip()
@@ -122,8 +161,7 @@ def _read_csv(spec: DataSpec, strict: bool = True) -> dict[str, list[Sample]]:
                 raise EdgetlError(f"CSV {spec.path} line {i}: empty {spec.label_column!r}; pass "
                                   "--missing-label NAME to give empty cells a class (e.g. Empty)")
             label = spec.missing_label
-        path = Path(raw_path)
-        path = (path if path.is_absolute() else base / path).resolve()
+        path = _csv_path(base, raw_path)
         if not raw_path or not path.is_file():
             missing_files.append(f"line {i}: {raw_path or '(empty path)'}")
             if strict or not raw_path:
@@ -131,6 +169,16 @@ def _read_csv(spec: DataSpec, strict: bool = True) -> dict[str, list[Sample]]:
         split = (row.get(split_col) or "").strip().lower() if split_col else "all"
         if split not in (*SPLITS, "all"):
             raise EdgetlError(f"CSV {spec.path} line {i}: split {split!r} is not one of train/val/test")
+        if path in seen:
+            first, first_label, first_split = seen[path]
+            if (label, split) == (first_label, first_split):
+                continue  # a repeated row would count the image twice and can put it in train and val (leakage)
+            if strict:
+                raise EdgetlError(f"CSV {spec.path} line {i}: {raw_path} (label {label!r}, split {split}) is also on "
+                                  f"line {first} (label {first_label!r}, split {first_split}); an image can have only "
+                                  "one label and one split: fix or remove one row")
+        else:
+            seen[path] = (i, label, split)
         out[split].append(Sample(path, label))
     if missing_files and strict:
         shown = "; ".join(missing_files[:5]) + (" ..." if len(missing_files) > 5 else "")
@@ -151,11 +199,26 @@ def load_dataset(data: str | Path | DataSpec, strict: bool = True, **csv_options
     if spec.path.is_file():
         if not spec.is_csv:
             raise EdgetlError(f"{spec.path} is a file; give a folder of class folders or a .csv manifest")
-        return Dataset(_read_csv(spec, strict))
+        return _no_case_clashes(Dataset(_read_csv(spec, strict)))
     split_dirs = {s: spec.path / s for s in SPLITS if (spec.path / s).is_dir()}
+    for alias in ("valid", "validation"):  # Roboflow exports train/valid/test: don't silently ignore valid/
+        if "val" not in split_dirs and (spec.path / alias).is_dir():
+            split_dirs["val"] = spec.path / alias
     if "train" in split_dirs:
-        return Dataset({s: _class_folder_samples(d) for s, d in split_dirs.items()})
-    return Dataset({"all": _class_folder_samples(spec.path)})
+        return _no_case_clashes(Dataset({s: _class_folder_samples(d) for s, d in split_dirs.items()}))
+    return _no_case_clashes(Dataset({"all": _class_folder_samples(spec.path)}))
+
+
+def _no_case_clashes(dataset: Dataset) -> Dataset:
+    """Refuse class names that differ only in case: one folder on macOS/Windows/FAT cards, and usually a typo."""
+    by_folded: dict[str, list[str]] = defaultdict(list)
+    for c in dataset.classes:
+        by_folded[c.casefold()].append(c)
+    clashes = ["/".join(names) for names in by_folded.values() if len(names) > 1]
+    if clashes:
+        raise EdgetlError(f"class names {', '.join(clashes)} differ only in case (one folder on macOS, Windows and "
+                          "FAT cards, and usually a typo): rename or merge them")
+    return dataset
 
 
 def stratified_split(samples: Sequence[Sample], fractions: dict[str, float], seed: int) -> dict[str, list[Sample]]:
@@ -384,12 +447,12 @@ def _inspect(path: Path) -> dict:
     try:
         raw = path.read_bytes()
         info["sha1"] = hashlib.sha1(raw).hexdigest()
+        rgb = np.asarray(_open_rgb(path, 256))  # first: it turns bad headers and decompression bombs into errors
         with Image.open(path) as im:
             info["width"], info["height"], info["mode"] = im.width, im.height, im.mode
-        rgb = np.asarray(_open_rgb(path, 256))
         info["phash"] = perceptual_hash(rgb)
         info["detail"] = detail_ratio(rgb)
-    except (EdgetlError, OSError) as e:
+    except (EdgetlError, OSError, ValueError) as e:
         info["error"] = str(e)
     return info
 
@@ -506,8 +569,7 @@ def frames_from_video(video: str | Path, out_dir: str | Path, label: str, *, eve
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise EdgetlError(f"OpenCV cannot open {video}; convert it to MP4 (H.264) or AVI")
-    target = Path(out_dir) / label
-    target.mkdir(parents=True, exist_ok=True)
+    target = Path(out_dir) / label  # made at the first frame: an empty class folder would break the dataset
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     written: list[Path] = []
     last_thumb = None
@@ -535,6 +597,7 @@ def frames_from_video(video: str | Path, out_dir: str | Path, label: str, *, eve
                     scale = size / max(h, w)
                     if scale < 1:
                         frame = cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+                target.mkdir(parents=True, exist_ok=True)
                 path = target / f"{video.stem}_{index:06d}.jpg"
                 if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
                     raise EdgetlError(f"cannot write {path}; check the output folder")

@@ -143,3 +143,28 @@ def test_flowers5_thumbnails_are_recognised_as_such():
     r = check_dataset(root)
     assert r["sizes"]["detail"]["median_px"] == 32  # 128 px files enlarged from ~32 px thumbnails
     assert any("px of detail" in w for w in r["warnings"])
+
+
+def _png_claiming_size(path, width: int, height: int) -> None:
+    """A valid 4x4 PNG whose header is rewritten to claim width x height (what Image.open reads)."""
+    import struct
+    import zlib
+
+    Image.new("L", (4, 4)).save(path)
+    b = bytearray(path.read_bytes())
+    b[16:24] = struct.pack(">II", width, height)
+    b[29:33] = struct.pack(">I", zlib.crc32(bytes(b[12:29])))
+    path.write_bytes(bytes(b))
+
+
+def test_files_with_broken_or_huge_headers_are_reported_not_a_crash(tmp_path):
+    make_image_dataset(tmp_path, ("a", "b"), n=3, size=32)
+    _png_claiming_size(tmp_path / "a" / "huge.png", 30000, 30000)  # 900 MP: PIL's bomb guard
+    png = (tmp_path / "b" / "b_000.png").read_bytes()
+    (tmp_path / "b" / "bad_header.png").write_bytes(png[:20])  # PIL raises ValueError: truncated IHDR
+    r = check_dataset(tmp_path, tiny_class=1)
+    assert r["readable"] == 6
+    errors = {b["path"].rsplit("/", 1)[1]: b["error"] for b in r["unreadable"]}
+    assert sorted(errors) == ["bad_header.png", "huge.png"] and "too large" in errors["huge.png"]
+    res = CliRunner().invoke(app, ["data", "check", str(tmp_path)])
+    assert res.exit_code == 0 and "unreadable" in res.output

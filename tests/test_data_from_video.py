@@ -59,3 +59,13 @@ def test_cli_from_video(cut_video, tmp_path):
     assert res.exit_code == 0, res.output
     assert "wrote 3 frames" in res.output
     assert len(list((tmp_path / "ds" / "yard").glob("*.jpg"))) == 3
+
+
+def test_a_video_without_frames_leaves_no_empty_class_folder_behind(tmp_path):
+    empty = tmp_path / "empty.avi"  # OpenCV opens it, but there is no frame to decode
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()
+    (tmp_path / "ds" / "ships").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "ds" / "ships" / "1.jpg"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(EdgetlError, match="no frames"):
+        frames_from_video(empty, tmp_path / "ds", "empty_sea", every=5)
+    assert load_dataset(tmp_path / "ds").classes == ["ships"]  # no empty class folder breaking the dataset

@@ -116,3 +116,68 @@ def test_val_split_must_be_a_fraction(tmp_path):
     make_image_dataset(tmp_path, ("a", "b"), n=4, size=32)
     with pytest.raises(EdgetlError, match="--val-split"):
         train_val_test(load_dataset(tmp_path), 1.5, seed=0)
+
+
+def _csv_dataset(tmp_path: Path) -> list[str]:
+    make_image_dataset(tmp_path / "imgs", ("a", "b"), n=5, size=32)
+    return [f"imgs/{c}/{c}_{i:03d}.png" for c in "ab" for i in range(5)]
+
+
+def test_repeated_csv_rows_do_not_put_one_image_in_two_splits(tmp_path):
+    paths = _csv_dataset(tmp_path)
+    rows = [{"path": p, "label": p.split("/")[1]} for p in paths]
+    manifest = _write_csv(tmp_path / "m.csv", rows + [rows[0]] * 4)  # a row pasted five times
+    ds = load_dataset(manifest)
+    assert len(ds.all_samples()) == 10
+    for seed in range(5):
+        splits = train_val_test(ds, 0.4, seed=seed)
+        assert not {s.path for s in splits["train"]} & {s.path for s in splits["val"]}
+    conflicting = _write_csv(tmp_path / "c.csv", rows + [{"path": paths[0], "label": "b"}])
+    with pytest.raises(EdgetlError, match=r"line 12.*imgs/a/a_000\.png.*line 2"):
+        load_dataset(conflicting)
+
+
+def test_csv_with_windows_backslash_paths(tmp_path):
+    paths = _csv_dataset(tmp_path)
+    manifest = _write_csv(tmp_path / "m.csv", [{"path": p.replace("/", "\\"), "label": p.split("/")[1]}
+                                               for p in paths])
+    ds = load_dataset(manifest)
+    assert sorted(s.path for s in ds.all_samples()) == sorted((tmp_path / p).resolve() for p in paths)
+
+
+def test_csv_with_semicolons_as_excel_writes_in_many_locales(tmp_path):
+    paths = _csv_dataset(tmp_path)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path;label\n" + "".join(f"{p};{p.split('/')[1]}\n" for p in paths), encoding="utf-8-sig")
+    ds = load_dataset(manifest)
+    assert Counter(s.label for s in ds.all_samples()) == {"a": 5, "b": 5}
+
+
+def test_class_names_differing_only_in_case_are_an_error(tmp_path):
+    make_image_dataset(tmp_path, ("Cat", "cat", "dog"), n=2, size=32)
+    with pytest.raises(EdgetlError, match="Cat.*cat.*case"):
+        load_dataset(tmp_path)
+
+
+def test_csv_saved_in_a_windows_code_page_is_a_clear_error(tmp_path):
+    make_image_dataset(tmp_path / "café", ("a",), n=1, size=32)
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes("path,label\ncafé/a/a_000.png,a\n".encode("cp1252"))  # Excel's plain "CSV"
+    with pytest.raises(EdgetlError, match="not UTF-8"):
+        load_dataset(manifest)
+
+
+def test_images_in_a_symlinked_subfolder_of_a_class_folder_count(tmp_path):
+    make_image_dataset(tmp_path / "elsewhere", ("more_a",), n=3, size=32)
+    make_image_dataset(tmp_path / "d", ("a", "b"), n=2, size=32, seed=1)
+    (tmp_path / "d" / "a" / "batch2").symlink_to(tmp_path / "elsewhere" / "more_a", target_is_directory=True)
+    (tmp_path / "d" / "b" / "loop").symlink_to(tmp_path / "d" / "b", target_is_directory=True)  # must not hang
+    ds = load_dataset(tmp_path / "d")
+    assert Counter(s.label for s in ds.all_samples()) == {"a": 5, "b": 2}
+
+
+def test_a_valid_folder_beside_train_is_the_validation_split(tmp_path):
+    make_image_dataset(tmp_path / "train", ("a", "b"), n=4, size=32)
+    make_image_dataset(tmp_path / "valid", ("a", "b"), n=2, size=32, seed=1)  # Roboflow's export layout
+    splits = train_val_test(load_dataset(tmp_path), 0.2, seed=0)
+    assert len(splits["train"]) == 8 and len(splits["val"]) == 4
