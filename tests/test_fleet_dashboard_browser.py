@@ -107,3 +107,33 @@ def test_click_through_devices_and_events(fleet_db):
             assert clip.ok and clip.body()[:4] == b"RIFF"
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() or shutil.which("chromium") is None,
+                    reason=f"chromium not installed at {CHROMIUM} (tools/test.sh installs it)")
+def test_device_provided_strings_cannot_inject_html(tmp_path):
+    """Whatever a device (or anyone who may publish under its topic) sends is shown as text, never run."""
+    from playwright.sync_api import sync_playwright
+
+    attack = '<img src=x onerror="document.body.dataset.pwned=1">'
+    db = tmp_path / "fleet.sqlite3"
+    store = open_store(db)
+    now = time.time()
+    store.write_batch([
+        Message("cam1", "status", {"state": "online", "time": now, "model_version": attack}, now),
+        Message("cam1", "telemetry", {"time": now, "fps": 10, "outbox_depth": attack, "outbox_dropped": attack}, now),
+        Message("cam1", "events", {**new_event("cam1", "start", attack, attack, 0.5), "seq": 1}, now),
+    ])
+    store.close()
+    with Dashboard(db, port=0) as dash, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(dash.url)
+            page.wait_for_selector("body[data-ready='1']", timeout=15000)
+            page.wait_for_timeout(300)  # an injected image's onerror would have fired by now
+            assert page.locator("#devices img, #events img").count() == 0
+            assert page.evaluate("document.body.dataset.pwned") is None
+            assert attack in page.inner_text("#devices tbody")
+        finally:
+            browser.close()

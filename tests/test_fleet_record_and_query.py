@@ -158,3 +158,29 @@ def test_events_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "fleet record" in r.output
     r = runner.invoke(app, ["fleet", "monitor", "--broker", "mqtt://127.0.0.1:1", "--once"])
     assert r.exit_code == 2 and "cannot reach broker" in r.output
+
+
+def test_every_network_drop_of_a_device_is_recorded_as_offline(broker, tmp_path):
+    """The broker sends the device's Last Will (the same payload each time) at every drop; each one counts."""
+    import socket
+
+    store = open_store(tmp_path / "fleet.sqlite3")
+    cam = SimDevice("cam1", "127.0.0.1", broker.port, tmp_path / "devices")
+
+    def states() -> list[str]:
+        return [s["state"] for s in store.status_history("cam1")]
+
+    try:
+        with Recorder(store, BrokerOptions(url=broker.url)) as rec:
+            assert cam.wait_connected(10)
+            assert _wait(lambda: states() == ["online"])
+            for drops in (1, 2):
+                cam.reporter.client.socket().shutdown(socket.SHUT_RDWR)  # Wi-Fi gone: no DISCONNECT is sent
+                assert _wait(lambda n=drops: states().count("offline") == n), states()
+                assert store.devices()[0]["state"] == "offline"
+                assert _wait(lambda n=drops: states().count("online") == n + 1, 15), states()  # paho reconnects
+            assert rec.wait_idle()
+        assert states() == ["online", "offline"] * 2 + ["online"]
+    finally:
+        cam.stop()
+        store.close()

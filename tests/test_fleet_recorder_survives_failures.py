@@ -61,3 +61,31 @@ def test_locked_database_is_retried_until_it_frees(broker, tmp_path, caplog):
         blocker.close()
         cam.stop()
         store.close()
+
+
+def test_one_malformed_event_does_not_stall_the_recorder(broker, tmp_path):
+    """A device that sends a JSON object where a string belongs: that message is rejected, the rest stored."""
+    import json
+
+    import paho.mqtt.client as mqtt
+
+    store = SqliteStore(tmp_path / "fleet.sqlite3")
+    cam = SimDevice("cam1", "127.0.0.1", broker.port, tmp_path / "dev")
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    try:
+        with Recorder(store, BrokerOptions(url=broker.url)) as rec:
+            assert cam.wait_connected(10)
+            pub.connect("127.0.0.1", broker.port)
+            pub.loop_start()
+            for bad in ({"event_id": "bad1", "label": {"name": "car"}}, {"event_id": "bad2", "seq": 10**30}):
+                pub.publish("edgetl/odd/events", json.dumps(bad), qos=1).wait_for_publish(5)
+            sent = [cam.emit_event() for _ in range(3)]
+            assert _wait(lambda: store.count_events() == 3, 10), store.count_events()
+            assert rec.wait_idle()
+        assert rec.stats.totals.rejected == 2
+        assert {e["event_id"] for e in store.events()} == {e["event_id"] for e in sent}
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        cam.stop()
+        store.close()

@@ -180,3 +180,15 @@ def test_device_selection_and_wave_planning(tmp_path):
     assert resolve_devices(None, "yard", tmp_path / "g.yaml") == ["a"]
     with pytest.raises(EdgetlError, match="known groups: yard"):
         resolve_devices(None, "roof", tmp_path / "g.yaml")
+
+
+def test_a_device_id_no_device_can_have_is_a_clear_error_before_anything_is_sent(broker, tmp_path):
+    """`+`/`#` are MQTT wildcards: publishing there fails mid-rollout, after the canary was already updated."""
+    with pytest.raises(EdgetlError, match="cam#2"):
+        resolve_devices("cam1,cam#2", None, None)
+    (tmp_path / "g.yaml").write_text("groups:\n  yard: [cam1, cam+3]\n")
+    with pytest.raises(EdgetlError, match="cam\\+3"):
+        resolve_devices(None, "yard", tmp_path / "g.yaml")
+    r = CliRunner().invoke(app, ["fleet", "command", "ping", "--devices", "cam1,cam#2", "--broker", broker.url,
+                                 "--timeout", "1"])
+    assert r.exit_code == 2 and "cam#2" in r.output, r.output

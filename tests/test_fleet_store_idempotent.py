@@ -119,3 +119,45 @@ def test_parse_time_accepts_iso_unix_and_ages():
 def test_a_folder_is_not_a_database(tmp_path):
     with pytest.raises(EdgetlError, match="folder"):
         open_store(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [
+    {"label": {"name": "ship"}},  # a JSON object where the contract has a string
+    {"type": ["start"]},
+    {"seq": 10**30},  # beyond a 64-bit integer column
+    {"score": 10**400},  # an integer too large for a float
+    {"model_version": [2, 0]},
+])
+def test_fields_of_the_wrong_type_are_rejected_and_the_batch_is_kept(store, bad):
+    """One device's malformed event must not make the whole batch (and the recorder retrying it) fail."""
+    good = _event("cam1", 1)
+    wrong = _event("cam2", 1)
+    wrong.payload.update(bad)
+    result = store.write_batch([wrong, good])
+    assert (result.rejected, result.events_new) == (1, 1)
+    assert [e["device_id"] for e in store.events()] == ["cam1"]
+
+
+def test_other_kinds_with_wrong_types_are_rejected(store):
+    now = time.time()
+    result = store.write_batch([
+        Message("cam1", "status", {"state": "online", "time": now, "model_version": {"v": 1}}, now),
+        Message("cam1", "telemetry", {"time": now, "model_version": ["v1"]}, now),
+        Message("cam1", "cmd_result", {"request_id": "r1", "ok": False, "error": {"code": 3}}, now),
+        Message("cam1", "status", {"state": "online", "time": now, "model_version": "v1"}, now),
+    ])
+    assert (result.rejected, result.status) == (3, 1)
+    assert store.devices()[0]["model_version"] == "v1"
+
+
+def test_every_outage_is_recorded_although_the_last_will_repeats(store):
+    """A device's Last Will is fixed when it first connects: each outage brings the same offline payload."""
+    will = {"schema": 1, "device_id": "cam1", "state": "offline", "time": 1000.0, "model_version": None}
+    history = [({"state": "online", "time": 1001.0}, 1001.0), (will, 1050.0),  # first Wi-Fi drop
+               ({"state": "online", "time": 1100.0}, 1100.0), (will, 1200.0)]  # second drop: same will
+    for payload, received in history:
+        store.write_batch([Message("cam1", "status", payload, received)])
+    store.write_batch([Message("cam1", "status", will, 1300.0)])  # the retained copy on a resubscribe
+    (device,) = store.devices()
+    assert device["state"] == "offline"
+    assert [s["state"] for s in store.status_history("cam1")] == ["online", "offline", "online", "offline"]

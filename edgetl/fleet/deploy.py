@@ -14,6 +14,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -33,6 +34,8 @@ from edgetl.fleet.topics import COMMANDS, command_topic, parse_topic
 from edgetl_device.bundle import sha256_file
 
 log = logging.getLogger(__name__)
+
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # what edgetl_device.mqtt accepts as a device id
 
 
 @dataclass
@@ -285,7 +288,7 @@ def resolve_devices(devices: str | None, group: str | None, groups_file: Path | 
         ids = [d.strip() for d in devices.split(",") if d.strip()]
         if not ids:
             raise EdgetlError("--devices is empty; give device ids separated by commas")
-        return ids
+        return _checked_ids(ids)
     path = groups_file or Path(os.environ.get("EDGETL_FLEET_GROUPS", "fleet-groups.yaml"))
     if not path.is_file():
         raise EdgetlError(f"groups file {path} not found: write `groups: {{{group}: [cam1, cam2]}}` there "
@@ -300,4 +303,13 @@ def resolve_devices(devices: str | None, group: str | None, groups_file: Path | 
     ids = groups[group]
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise EdgetlError(f"group {group!r} in {path} must be a non-empty list of device ids")
+    return _checked_ids(ids)
+
+
+def _checked_ids(ids: list[str]) -> list[str]:
+    """Reject ids no device can have: a `+`/`#` in a topic makes paho raise mid-rollout, after the canary."""
+    bad = [i for i in ids if not _DEVICE_ID.fullmatch(i)]
+    if bad:
+        raise EdgetlError(f"not a device id: {', '.join(map(repr, bad))}; ids are 1-64 letters, digits, '.', '_' "
+                          "or '-'")
     return ids

@@ -8,6 +8,7 @@ never received (events lost between device and fleet), filled in if it arrives l
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 
 from rich.table import Table
 from rich.text import Text
+
+log = logging.getLogger(__name__)
 
 SILENT_INTERVALS = 3
 MAX_TRACKED_MISSING = 10_000  # bound memory for a device whose seq jumped wildly
@@ -154,7 +157,7 @@ def render_table(state: FleetState, now: float | None = None, limit: int | None 
             _age(now, d.last_seen),
             _fmt(t.get("fps"), "{:.1f}"),
             f"{_fmt(t.get('inference_ms_p50'), '{:.0f}')}/{_fmt(t.get('inference_ms_p95'), '{:.0f}')}",
-            d.model_version or "-",
+            Text(str(d.model_version or "-")),  # a device's string, not rich markup ("v[int8]", "[/]")
             _fmt(t.get("disk_free_mb"), "{:.0f}"),
             Text(_outbox(t), style="yellow" if t.get("outbox_dropped") else ""),
             str(d.events),
@@ -215,6 +218,9 @@ def listen(broker: Any, state: FleetState) -> Any:
         except (UnicodeDecodeError, json.JSONDecodeError):
             return
         if isinstance(payload, dict):
-            state.apply(topic.device_id, topic.kind, payload)
+            try:
+                state.apply(topic.device_id, topic.kind, payload)
+            except Exception:  # raised out of a paho callback it would end the network thread: monitor frozen
+                log.warning("ignoring malformed %s from %s", topic.kind, topic.device_id, exc_info=True)
 
     return fleet_mqtt.connect(broker, subscribe=subscriptions(broker.prefix), on_message=on_message)

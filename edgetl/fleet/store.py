@@ -83,8 +83,8 @@ class EventStore:
                 id {self.autoinc}, device_id TEXT NOT NULL, state TEXT, time DOUBLE PRECISION,
                 model_version TEXT, received_at DOUBLE PRECISION NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {p}status_device ON {p}status (device_id, received_at)",
-            # a retained status is delivered again on every resubscribe: store it once
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {p}status_once ON {p}status (device_id, state, time)",
+            # a Last Will repeats one (state, time) at every outage: _write_one dedups against the current status
+            f"DROP INDEX IF EXISTS {p}status_once",
             f"""CREATE TABLE IF NOT EXISTS {p}telemetry (
                 id {self.autoinc}, device_id TEXT NOT NULL, time DOUBLE PRECISION, payload TEXT NOT NULL,
                 received_at DOUBLE PRECISION NOT NULL)""",
@@ -134,7 +134,7 @@ class EventStore:
                 for msg in messages:
                     try:
                         self._write_one(cur, msg, result)
-                    except (KeyError, TypeError, ValueError) as exc:
+                    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # the message's fault
                         result.rejected += 1
                         log.warning("rejected %s from %s: %s", msg.kind, msg.device_id, exc)
                 self.conn.commit()
@@ -158,33 +158,35 @@ class EventStore:
         elif msg.kind == "status":
             state = str(pl["state"])
             when = _num(pl.get("time"))
+            version = _text(pl.get("model_version"))
+            cur.execute(self._sql(f"SELECT state, state_time FROM {p}devices WHERE device_id = ?"), (msg.device_id,))
+            current = cur.fetchone()
+            if when is not None and current is not None and (current[0], current[1]) == (state, when):
+                return  # the retained copy of the current status, delivered again on a resubscribe
             cur.execute(self._sql(
-                f"INSERT INTO {p}status (device_id, state, time, model_version, received_at) VALUES (?, ?, ?, ?, ?) "
-                f"ON CONFLICT (device_id, state, time) DO NOTHING"),
-                (msg.device_id, state, when, pl.get("model_version"), msg.received_at))
-            if cur.rowcount != 1:
-                return
+                f"INSERT INTO {p}status (device_id, state, time, model_version, received_at) VALUES (?, ?, ?, ?, ?)"),
+                (msg.device_id, state, when, version, msg.received_at))
             cur.execute(self._sql(
                 f"INSERT INTO {p}devices (device_id, state, state_time, last_seen, model_version) "
                 f"VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, "
                 f"state_time = excluded.state_time, last_seen = {g}({p}devices.last_seen, excluded.last_seen), "
                 f"model_version = COALESCE(excluded.model_version, {p}devices.model_version)"),
-                (msg.device_id, state, when if when is not None else msg.received_at, msg.received_at,
-                 pl.get("model_version")))
+                (msg.device_id, state, when if when is not None else msg.received_at, msg.received_at, version))
             result.status += 1
         elif msg.kind == "telemetry":
             text = json.dumps(pl, separators=(",", ":"))
+            version = _text(pl.get("model_version"))  # checked before anything is written
             cur.execute(self._sql(
                 f"INSERT INTO {p}telemetry (device_id, time, payload, received_at) VALUES (?, ?, ?, ?)"),
                 (msg.device_id, _num(pl.get("time")), text, msg.received_at))
-            self._touch(cur, msg, telemetry=text, model_version=pl.get("model_version"))
+            self._touch(cur, msg, telemetry=text, model_version=version)
             result.telemetry += 1
         elif msg.kind == "cmd_result":
+            row = (str(pl["request_id"]), msg.device_id, _text(pl.get("command")), int(bool(pl.get("ok"))),
+                   _text(pl.get("error")), json.dumps(pl), _num(pl.get("time")))
             cur.execute(self._sql(
                 f"INSERT INTO {p}cmd_results (request_id, device_id, command, ok, error, payload, time) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, device_id) DO NOTHING"),
-                (str(pl["request_id"]), msg.device_id, pl.get("command"), int(bool(pl.get("ok"))),
-                 pl.get("error"), json.dumps(pl), _num(pl.get("time"))))
+                f"VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id, device_id) DO NOTHING"), row)
             self._touch(cur, msg)
             result.cmd_results += 1
         else:
@@ -333,17 +335,36 @@ def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _text(value: Any) -> str | None:
+    """A string column's value; a JSON object/array there cannot be bound and would fail the whole batch."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return str(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def _int64(value: Any) -> int | None:
+    """A BIGINT column's value; out of range fails the batch server-side (PostgreSQL), so reject it here."""
+    if value is None:
+        return None
+    n = int(value)
+    if not -(2**63) <= n < 2**63:
+        raise ValueError(f"{n} is out of the 64-bit integer range")
+    return n
+
+
 def _event_row(msg: Message) -> tuple:
     pl = msg.payload
     event_id = pl["event_id"]
     if not isinstance(event_id, str) or not event_id:
         raise ValueError("event without event_id")
-    seq = pl.get("seq")
     return (
-        event_id, msg.device_id, None if seq is None else int(seq), pl.get("type"), pl.get("object_id"),
-        pl.get("label"), _num(pl.get("score")), _num(pl.get("unknown_score")), int(bool(pl.get("unknown"))),
-        _num(pl.get("time")), _num(pl.get("start_time")), _num(pl.get("end_time")), pl.get("clip_path"),
-        pl.get("snapshot_path"), pl.get("model_version"), json.dumps(pl, separators=(",", ":")), msg.received_at,
+        event_id, msg.device_id, _int64(pl.get("seq")), _text(pl.get("type")), _text(pl.get("object_id")),
+        _text(pl.get("label")), _num(pl.get("score")), _num(pl.get("unknown_score")), int(bool(pl.get("unknown"))),
+        _num(pl.get("time")), _num(pl.get("start_time")), _num(pl.get("end_time")), _text(pl.get("clip_path")),
+        _text(pl.get("snapshot_path")), _text(pl.get("model_version")), json.dumps(pl, separators=(",", ":")),
+        msg.received_at,
     )
 
 
