@@ -76,11 +76,15 @@ def test_live_monitor_sees_telemetry_last_will_and_lost_events(broker, tmp_path)
         assert cam2.gaps == 2
         text = _text(state)
         assert "2.1.0" in text and "2 lost" in text
+        time.sleep(1.0)  # the device has been connected a while when it vanishes
+        killed_at = time.time()
         cam.kill()  # the connection drops without a DISCONNECT: the broker publishes the Last Will
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and state.devices["cam1"].state != "offline":
             time.sleep(0.05)
         assert state.devices["cam1"].state == "offline"
+        # offline since it vanished, not since it connected (the Last Will is written at connect time)
+        assert state.devices["cam1"].state_time >= killed_at - 0.2
         assert "offline" in _text(state)
     finally:
         pub.disconnect()
@@ -119,3 +123,32 @@ def test_monitor_cli_prints_the_table_once(broker, tmp_path):
         assert "cam7" in r.output and "3.3.3" in r.output and "1 online" in r.output
     finally:
         cam.stop()
+
+
+def test_a_malformed_message_does_not_stop_the_live_monitor(broker):
+    """A JSON array as event id (or any payload the state cannot take) must not end paho's network thread."""
+    state = FleetState()
+    client = listen(BrokerOptions(url=broker.url), state)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    try:
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        pub.publish("edgetl/odd/events", json.dumps({"event_id": ["e1"], "seq": 1}), qos=1).wait_for_publish(5)
+        pub.publish("edgetl/cam1/telemetry", json.dumps({"fps": 9.5}), qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "cam1" not in state.devices:
+            time.sleep(0.05)
+        assert state.devices["cam1"].telemetry["fps"] == 9.5
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        close(client)
+
+
+def test_device_strings_are_shown_as_sent_not_as_markup():
+    s = FleetState()
+    s.apply("cam1", "status", {"state": "online", "model_version": "resnet[int8]"}, now=0.0)
+    s.apply("cam2", "status", {"state": "online", "model_version": "v2[/]"}, now=0.0)  # would not render at all
+    s.apply("cam3", "telemetry", {"model_version": {"major": 3}}, now=0.0)
+    text = _text(s, 1.0)
+    assert "resnet[int8]" in text and "v2[/]" in text and "major" in text

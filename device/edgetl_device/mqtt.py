@@ -175,8 +175,10 @@ class MqttReporter:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
                              protocol=mqtt.MQTTv311)
         client.enable_logger(logging.getLogger("edgetl_device.mqtt.paho"))
-        client.will_set(self.topics["status"], _dumps(status_payload(self.device_id, "offline")), qos=1,
-                        retain=True)
+        # The will is fixed at connect: a time in it would date every later outage to this connect, so it has
+        # none and receivers use the time it arrives (when the broker noticed the device gone).
+        will = {**status_payload(self.device_id, "offline"), "time": None}
+        client.will_set(self.topics["status"], _dumps(will), qos=1, retain=True)
         if cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
         if cfg.tls is not None:
