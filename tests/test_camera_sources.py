@@ -3,8 +3,10 @@ looping, corrupt frames, and reconnecting when the stream vanishes and comes bac
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
@@ -78,6 +80,12 @@ def test_corrupt_images_in_a_folder_are_skipped_and_counted(tmp_path, shared_dat
     assert len(frames) == 3 and cam.bad_reads == 1
 
 
+def test_check_grabs_a_frame_from_a_folder_whose_first_image_is_unreadable(tmp_path, shared_data):
+    cv2.imwrite(str(tmp_path / "b.jpg"), cv2.imread(str(shared_data / "images/cat.bmp")))
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8 half-written upload")
+    assert grab_one(CameraConfig(source=str(tmp_path))).ndim == 3
+
+
 def test_truncated_video_ends_cleanly(tmp_path, shared_data):
     data = (shared_data / "videos/vtest.avi").read_bytes()
     broken = tmp_path / "broken.avi"
@@ -111,6 +119,81 @@ def test_missing_source_is_a_clear_error(tmp_path):
     assert not cam.online and "nope.mp4" in cam.state()["camera_error"]
     cam.stop()
 
+
+
+class _CountingSource(OpenCVSource):
+    opens = 0
+
+    def open(self) -> None:
+        type(self).opens += 1
+        super().open()
+
+
+def test_looped_file_without_frames_backs_off_instead_of_spinning(tmp_path):
+    # A header-only video (a recording cut off before its first frame) opens fine but has no frame: looping it
+    # must not reopen it thousands of times a second while reporting the camera online.
+    path = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48)).release()
+    cfg = CameraConfig(source=str(path), loop=True, reconnect_initial=0.05, reconnect_max=0.2)
+    cam = Camera(cfg, _CountingSource(str(path))).start()
+    try:
+        assert cam.read(timeout=1.0) is None
+        assert _CountingSource.opens < 20
+        assert _wait(lambda: not cam.online and "no readable frame" in (cam.state()["camera_error"] or ""), 2)
+        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))  # the file gets frames
+        for i in range(3):
+            w.write(np.full((48, 64, 3), i * 40, np.uint8))
+        w.release()
+        assert cam.read(timeout=5) is not None and cam.online
+    finally:
+        t0 = time.monotonic()
+        cam.stop()
+        assert time.monotonic() - t0 < 2
+
+
+def test_picamera2_not_detected_at_start_is_retried(monkeypatch):
+    # Picamera2() raises IndexError when libcamera detects no camera (loose ribbon) and start() can fail while
+    # another process holds it: both mean "offline, retry", not a dead capture thread that ends the runtime.
+    made = []
+
+    class FakePicamera2:  # the Pi camera this machine does not have
+        def __init__(self) -> None:
+            if len(made) == 0:
+                made.append(None)
+                raise IndexError("list index out of range")
+            made.append(self)
+            self.closed = False
+
+        def create_video_configuration(self, main: dict) -> dict:
+            return {"main": main}
+
+        def configure(self, config: dict) -> None:
+            self.size = config["main"]["size"]
+
+        def start(self) -> None:
+            if len(made) == 2:
+                raise RuntimeError("Failed to acquire camera: Device or resource busy")
+
+        def capture_array(self, name: str) -> np.ndarray:
+            time.sleep(0.01)
+            w, h = self.size
+            return np.zeros((h, w, 3), np.uint8)
+
+        def stop(self) -> None:
+            pass
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    cam = Camera(CameraConfig(source="picamera2", width=64, height=48, reconnect_initial=0.05)).start()
+    try:
+        frame = cam.read(timeout=5)
+        assert frame is not None and frame.image.shape == (48, 64, 3)
+        assert cam.online and not cam.ended and len(made) == 3
+        assert made[1].closed  # a camera that failed to start is released, or every retry finds it busy
+    finally:
+        cam.stop()
 
 class _Mjpeg:
     """A real HTTP MJPEG camera on 127.0.0.1 that can vanish and come back on the same port."""

@@ -64,3 +64,14 @@ def test_disabled_gate_always_runs(shared_data):
     gate = MotionGate(MotionConfig(enabled=False))
     bg = scene(shared_data)
     assert all(gate.check(bg, i).run_inference for i in range(5))
+
+
+def test_keepalive_survives_the_clock_stepping_back(shared_data):
+    # Live frames carry wall-clock time: an NTP correction that steps the clock back an hour must not
+    # silence the keep-alive for that hour.
+    gate = MotionGate(MotionConfig(hold_frames=0, keepalive=1.0))
+    bg = scene(shared_data)
+    for i in range(5):
+        gate.check(bg, 3600.0 + i * 0.1)
+    runs = [gate.check(bg, 100.0 + i * 0.1).run_inference for i in range(31)]
+    assert sum(runs) >= 3

@@ -11,6 +11,7 @@ and the camera reports offline meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -173,10 +174,18 @@ class Picamera2Source:
         except ImportError as exc:
             raise DeviceError("camera.source is 'picamera2' but picamera2 is not installed: "
                               "`sudo apt install python3-picamera2` (Raspberry Pi OS)") from exc
-        cam = Picamera2()
-        # libcamera names formats by word order: "RGB888" is stored [B, G, R] per pixel, OpenCV's order.
-        cam.configure(cam.create_video_configuration(main={"size": self._size, "format": "RGB888"}))
-        cam.start()
+        cam = None
+        try:
+            cam = Picamera2()
+            # libcamera names formats by word order: "RGB888" is stored [B, G, R] per pixel, OpenCV's order.
+            cam.configure(cam.create_video_configuration(main={"size": self._size, "format": "RGB888"}))
+            cam.start()
+        except Exception as exc:  # no camera detected (IndexError), busy, failed start: offline, retried with backoff
+            if cam is not None:  # a half-opened camera stays acquired and makes every retry fail as busy
+                with contextlib.suppress(Exception):
+                    cam.close()
+            raise DeviceError(f"Picamera2 camera did not open ({type(exc).__name__}: {exc}): check the ribbon "
+                              "cable and that no other process uses the camera") from exc
         self._cam = cam
 
     def read(self) -> np.ndarray | None:
@@ -326,6 +335,8 @@ class Camera:
         paced_start = time.monotonic()
         media_index = 0
         bad = 0
+        good = 0  # frames delivered since the file / folder was (re)opened
+        empty_delay = self.cfg.reconnect_initial
         while not self._stop.is_set():
             try:
                 img = self.source.read()
@@ -338,6 +349,16 @@ class Camera:
                     log.info("camera source ended after %d frames", self.frames_captured)
                     return
                 self.source.close()
+                if good == 0:  # an empty / all-unreadable file or folder: back off, never reopen it in a busy loop
+                    self.online = False
+                    if empty_delay == self.cfg.reconnect_initial:
+                        log.warning("camera source %r has no readable frame; retrying with backoff", self.cfg.source)
+                    self.last_error = f"camera source {self.cfg.source!r} has no readable frame"
+                    self._stop.wait(empty_delay)
+                    empty_delay = min(empty_delay * 2, self.cfg.reconnect_max)
+                else:
+                    empty_delay = self.cfg.reconnect_initial
+                good = 0
                 if not self._open_with_backoff():
                     return
                 continue
@@ -356,6 +377,7 @@ class Camera:
                     self._stop.wait(0.01)
                 continue
             bad = 0
+            good += 1
             if self.source.live:
                 ts = time.time()
             else:
@@ -380,7 +402,7 @@ def grab_one(cfg: CameraConfig, timeout: float = 10.0) -> np.ndarray:
                 break
             if img is not None:
                 return img
-            if not source.live:
+            if not source.live and not isinstance(source, FolderSource):  # a folder's None is one bad image, not EOF
                 break
     finally:
         source.close()

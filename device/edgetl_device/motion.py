@@ -92,6 +92,8 @@ class MotionGate:
         elif self._hold > 0:
             self._hold -= 1
             moving_recently = True
+        if now < self._last_inference:
+            self._last_inference = now  # the wall clock stepped back: restart the keep-alive interval from here
         keepalive_due = self.cfg.keepalive > 0 and now - self._last_inference >= self.cfg.keepalive
         run = moving or moving_recently or keepalive_due
         if run:
