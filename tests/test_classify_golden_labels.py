@@ -128,3 +128,44 @@ def test_labels_that_do_not_match_the_model_are_rejected(shared_data, tmp_path):
     labels.write_text("a\nb\n")
     with pytest.raises(DeviceError, match="labels file has 2 lines"):
         Model(shared_data / "models/mobilenet_v1_0.25_128_quant.tflite", read_labels(labels))
+
+
+def test_labels_with_a_byte_order_mark_or_blank_lines(tmp_path):
+    # Windows editors save UTF-8 with a BOM; pycoral's `index label` files may hold blank lines
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes("\ufeff0 background\n1 tench\n\n2 goldfish\n".encode())
+    assert read_labels(labels) == ["background", "tench", "goldfish"]
+    labels.write_bytes("\ufeffbackground\ntench\n".encode())
+    assert read_labels(labels) == ["background", "tench"]
+
+
+def test_tensorflow_is_a_working_last_resort_interpreter(shared_data):
+    # a development host with TensorFlow but neither ai-edge-litert nor tflite-runtime
+    script = (
+        "import sys\n"
+        "sys.modules.update(dict.fromkeys(['ai_edge_litert', 'ai_edge_litert.interpreter', 'tflite_runtime']))\n"
+        "import cv2\n"
+        "from edgetl_device.interpreter import backend_module\n"
+        "from edgetl_device.inference import Model\n"
+        "m = Model(sys.argv[1] + '/models/mobilenet_v2_1.0_224_quant.tflite', num_threads=1)\n"
+        "print(backend_module()[0], m.classify(cv2.imread(sys.argv[1] + '/images/parrot.jpg'))[0].id)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(shared_data)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    backend, top1 = proc.stdout.split()[-2:]
+    assert backend.startswith("tensorflow") and int(top1) == GOLDEN["parrot.jpg"][0]
+
+
+def test_probing_for_a_missing_edge_tpu_prints_no_traceback():
+    # load_model asks this for every bundle that ships an Edge TPU model; most devices have none
+    proc = subprocess.run([sys.executable, "-c", "from edgetl_device.inference import _tpu_available as t; "
+                           "import gc; r = t(); gc.collect(); print(r)"], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["False"] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_cli_rejects_a_center_crop_above_one(shared_data):
+    models = shared_data / "models"
+    result = CliRunner().invoke(app, ["classify", str(models / "mobilenet_v1_0.25_128_quant.tflite"),
+                                      str(shared_data / "images/cat.bmp"), "--center-crop", "1.5"])
+    assert result.exit_code == 2 and "center-crop" in result.output

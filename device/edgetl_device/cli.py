@@ -100,7 +100,8 @@ def classify(model: Path = typer.Argument(..., help="A .tflite classifier."),
              top_k: int = typer.Option(1, "--top-k", "-k", min=1, help="How many classes to print."),
              threshold: float = typer.Option(0.0, "--threshold", "-t", help="Minimum score to print."),
              threads: int | None = typer.Option(None, "--threads", help="Interpreter threads."),
-             center_crop: float | None = typer.Option(None, "--center-crop", help="Centre crop fraction (0-1]."),
+             center_crop: float | None = typer.Option(None, "--center-crop", min=0.0, max=1.0,
+                                                    help="Centre crop fraction (0-1]."),  # >1 crops a corner
              count: int = typer.Option(1, "--count", "-c", min=1, help="Repeat inference and print timings.")
              ) -> None:
     """Classify one image: prints `index label score` per class, best first (like pycoral's classify)."""

@@ -9,6 +9,7 @@ single output is the probabilities.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from pathlib import Path
@@ -40,11 +41,12 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DeviceError(f"labels file not found: {path} (one class name per line)")
-    lines = [ln.rstrip("\r\n") for ln in path.read_text(encoding="utf-8").splitlines()]
+    # utf-8-sig: a byte-order mark (Windows editors) would otherwise stick to the first label / hide its index
+    lines = [ln.rstrip("\r\n") for ln in path.read_text(encoding="utf-8-sig").splitlines()]
     while lines and not lines[-1].strip():
         lines.pop()
-    pairs = [ln.split(maxsplit=1) for ln in lines]
-    if lines and all(len(p) == 2 and p[0].isdigit() for p in pairs):
+    pairs = [ln.split(maxsplit=1) for ln in lines if ln.strip()]  # blank lines carry no index in `index label`
+    if pairs and all(len(p) == 2 and p[0].isdigit() for p in pairs):
         table = {int(i): name.strip() for i, name in pairs}
         return [table.get(i, str(i)) for i in range(max(table) + 1)]
     return [ln.strip() for ln in lines]
@@ -273,6 +275,7 @@ def _tpu_available() -> bool:
     from edgetl_device.interpreter import EDGETPU_LIBRARY, backend_module
 
     try:
+        ctypes.CDLL(EDGETPU_LIBRARY)  # probe first: a failed load_delegate prints a traceback from Delegate.__del__
         _, module = backend_module()
         module.load_delegate(EDGETPU_LIBRARY)
         return True

@@ -20,7 +20,9 @@ from edgetl_device.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-_BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+# TensorFlow: the module that defines Interpreter and load_delegate (importing "tensorflow.lite" gives a package
+# without them; tf.lite's names come from TensorFlow's generated API)
+_BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite.python.interpreter")
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}[
     platform.system()
 ]
