@@ -58,6 +58,9 @@ def test_toml_works_too(tmp_path, shared_data):
     ({"recording": {"pre_roll": -1}}, r"recording\.pre_roll: .*greater than or equal to 0"),
     ({"model": {"path": "a.tflite", "bundle": "b"}}, r"model.*exactly one of model\.path .* or model\.bundle"),
     ({"motion": {"masks": [[0, 0, 1]]}}, r"motion\.masks\.0"),
+    ({"motion": {"masks": [[100, 50, 200, 80]]}}, r"masks\[0\] = \[100.*fractions of the frame"),  # pixels
+    ({"motion": {"masks": [[0.5, 0.5, -0.2, 0.3]]}}, r"masks\[0\].*w and h > 0"),
+    ({"camera": {"reconnect_initial": 60, "reconnect_max": 30}}, r"reconnect_initial \(60.0\) must be <="),
 ])
 def test_errors_name_the_key_and_the_fix(tmp_path, shared_data, patch, expected):
     data = minimal(shared_data)

@@ -79,6 +79,13 @@ class CameraConfig(_Strict):
                                                     "to the model; raise it only for a stream one core cannot "
                                                     "decode in real time (4K).")
 
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> CameraConfig:
+        if self.reconnect_initial > self.reconnect_max:
+            raise ValueError(f"camera.reconnect_initial ({self.reconnect_initial}) must be <= camera.reconnect_max "
+                             f"({self.reconnect_max})")
+        return self
+
 
 class ModelConfig(_Strict):
     """The classifier: either a plain `.tflite` + labels file, or a signed bundle directory."""
@@ -122,6 +129,15 @@ class MotionConfig(_Strict):
     masks: list[tuple[float, float, float, float]] = Field(
         default_factory=list,
         description="Rectangles [x, y, w, h] in 0..1 frame coordinates to ignore (trees, clocks, roads).")
+
+    @model_validator(mode="after")
+    def _masks_in_frame(self) -> MotionConfig:
+        # pixel coordinates or a negative size would silently mask everything or nothing
+        for i, (x, y, w, h) in enumerate(self.masks):
+            if not (w > 0 and h > 0 and 0 <= x and 0 <= y and x + w <= 1 + 1e-9 and y + h <= 1 + 1e-9):
+                raise ValueError(f"masks[{i}] = [{x}, {y}, {w}, {h}] is not a rectangle inside the frame: give "
+                                 "[x, y, w, h] as fractions of the frame width/height (0..1), w and h > 0")
+        return self
 
 
 class DecisionConfig(_Strict):
