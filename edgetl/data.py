@@ -402,6 +402,26 @@ def perceptual_hash(rgb: np.ndarray) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
+def near_pairs(hashes: Sequence[int], max_distance: int, block_elements: int = 4_000_000,
+               ) -> list[tuple[int, int, int]]:
+    """(i, j, distance) for every i < j whose 64-bit hashes differ in at most max_distance bits.
+
+    Row blocks against the rest keep memory at block_elements distances (~32 MB) whatever the dataset size;
+    the full n x n matrix needed ~0.5 GB at 10k images and ~5 GB at 30k."""
+    h = np.array(hashes, dtype=np.uint64)
+    n = len(h)
+    rows = max(1, block_elements // max(n, 1))
+    out: list[tuple[int, int, int]] = []
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        dist = np.bitwise_count(h[start:stop, None] ^ h[None, start:])  # block x (n - start)
+        ii, jj = np.nonzero(dist <= max_distance)
+        keep = jj > ii  # column k is row start + k: only pairs with i < j, each once
+        out.extend((start + a, start + k, int(dist[a, k])) for a, k in zip(ii[keep].tolist(), jj[keep].tolist(),
+                                                                              strict=True))
+    return out
+
+
 def hamming_matrix(hashes: Sequence[int]) -> np.ndarray:
     """Pairwise Hamming distances between 64-bit hashes (n×n, int)."""
     bits = np.unpackbits(np.array(hashes, dtype=">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(np.float32)
@@ -499,11 +519,9 @@ def check_dataset(data, *, csv_options: dict | None = None, near_distance: int =
     exact = [_dup_group(g, "exact", 0) for g in groups.values() if len(g) > 1]
     near = []
     if len(good) > 1:
-        dist = hamming_matrix([i["phash"] for i in good])
-        ii, jj = np.nonzero(np.triu(dist <= near_distance, k=1))
-        for a, b in zip(ii.tolist(), jj.tolist(), strict=True):
+        for a, b, d in near_pairs([i["phash"] for i in good], near_distance):
             if good[a]["sha1"] != good[b]["sha1"]:
-                near.append(_dup_group([good[a], good[b]], "near", int(dist[a, b])))
+                near.append(_dup_group([good[a], good[b]], "near", d))
     duplicates = exact + near
     warnings = []
     if bad:

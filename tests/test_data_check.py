@@ -168,3 +168,19 @@ def test_files_with_broken_or_huge_headers_are_reported_not_a_crash(tmp_path):
     assert sorted(errors) == ["bad_header.png", "huge.png"] and "too large" in errors["huge.png"]
     res = CliRunner().invoke(app, ["data", "check", str(tmp_path)])
     assert res.exit_code == 0 and "unreadable" in res.output
+
+
+def test_near_pairs_in_blocks_match_the_full_distance_matrix():
+    from edgetl.data import near_pairs
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2**63, size=40, dtype=np.uint64)
+    flips = rng.integers(0, 64, size=(120, 3))
+    # near copies: each hash with up to 3 bits flipped, so there are many pairs within 6 bits
+    hashes = [int(base[i % 40]) ^ int(sum(1 << int(b) for b in set(f[: i % 4]))) for i, f in enumerate(flips)]
+    full = hamming_matrix(hashes)
+    ii, jj = np.nonzero(np.triu(full <= 6, k=1))
+    expected = [(a, b, int(full[a, b])) for a, b in zip(ii.tolist(), jj.tolist(), strict=True)]
+    assert len(expected) > 100
+    for block in (1, 7 * 120, 10_000, 4_000_000):  # a row at a time, 7 rows, uneven blocks, one block
+        assert sorted(near_pairs(hashes, 6, block_elements=block)) == expected
