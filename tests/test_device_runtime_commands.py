@@ -183,6 +183,51 @@ def test_bundle_in_config_brings_its_open_set_scorer(shared_data, tmp_path):
         Runtime(cfg)  # signed by someone we do not trust
 
 
+def test_open_set_arrays_that_do_not_fit_the_model_are_refused_at_load(shared_data, tmp_path):
+    # A cosine scorer needs the model's embedding: this plain classifier has none. Refused at load, not at the
+    # first frame inside the camera loop.
+    from edgetl.bundle import generate_keys, sign_bundle, write_manifest
+
+    keys = generate_keys(tmp_path / "keys" / "publisher")
+    root = tmp_path / "bundle"
+    root.mkdir()
+    shutil.copy(shared_data / "models/mobilenet_v1_0.25_128_quant.tflite", root / "model.tflite")
+    shutil.copy(shared_data / "models/imagenet_labels.txt", root / "labels.txt")
+    np.savez(root / "openset.npz", prototypes=np.ones((1001, 16), np.float32))
+    write_manifest(root, {"model_version": "7.2.0", "input": {"normalization": "raw_0_255", "center_crop": False},
+                          "outputs": [{"name": "probabilities", "index": 0}],
+                          "unknown": {"scorer": "cosine", "params": {}, "threshold": 0.5, "file": "openset.npz"}})
+    sign_bundle(root, keys[0])
+    cfg = vtest_config(shared_data, tmp_path / "data")
+    cfg.model = cfg.model.model_copy(update={"path": None, "labels": None, "bundle": root})
+    cfg.trusted_keys = [keys[1]]
+    with pytest.raises(DeviceError, match="open-set scorer does not fit its model"):
+        Runtime(cfg)
+
+
+def test_open_set_arrays_with_nan_are_refused_at_load(shared_data, tiny_export_run, tmp_path):
+    from edgetl.bundle import generate_keys, refresh_manifest, sign_bundle
+    from edgetl.export import export_run
+    from edgetl_device.inference import Model
+
+    keys = generate_keys(tmp_path / "keys" / "publisher")
+    root = export_run(tiny_export_run, tmp_path / "bundle", quant="float32").out_dir
+    dim = Model(root / "model.tflite", None).run(np.zeros((32, 32, 3), np.uint8)).embedding.shape[-1]
+    classes = len((root / "labels.txt").read_text().split())
+    np.savez(root / "openset.npz", prototypes=np.full((classes, dim), np.nan, np.float32))
+    refresh_manifest(root, unknown={"scorer": "cosine", "params": {}, "threshold": 0.5, "file": "openset.npz"})
+    sign_bundle(root, keys[0])
+    cfg = vtest_config(shared_data, tmp_path / "data")
+    cfg.model = cfg.model.model_copy(update={"path": None, "labels": None, "bundle": root})
+    cfg.trusted_keys = [keys[1]]
+    with pytest.raises(DeviceError, match="non-finite score"):
+        Runtime(cfg)
+    np.savez(root / "openset.npz", prototypes=np.ones((classes, dim), np.float32))  # the same bundle, fitted
+    refresh_manifest(root)
+    sign_bundle(root, keys[0])
+    assert Runtime(cfg).decider.threshold == pytest.approx(0.5)
+
+
 def test_reload_config_applies_new_settings_and_keeps_old_ones_on_a_bad_file(shared_data, tmp_path):
     import yaml
 

@@ -141,6 +141,7 @@ def run_checks(config_path: Path, camera_timeout: float = 10.0) -> list[CheckRes
     from edgetl_device.config import load_config
     from edgetl_device.inference import load_model
     from edgetl_device.interpreter import cpu_int8_dot, describe_int8_dot, is_edgetpu_model
+    from edgetl_device.runtime import scorer_for
     from edgetl_device.storage import MB, free_bytes
 
     try:
@@ -151,6 +152,7 @@ def run_checks(config_path: Path, camera_timeout: float = 10.0) -> list[CheckRes
     try:
         model, bundle = load_model(cfg.model, cfg.trusted_keys)
         model.run(np.zeros((model.height, model.width, 3), np.uint8))
+        scorer_for(bundle, model)  # the bundle's open-set arrays must fit this model, as at `run`
         what = f"bundle {bundle.root} signed by {getattr(bundle, 'signed_by', None)}" if bundle else str(model.path)
         detail = (f"{what}: {len(model.labels)} classes, input {model.width}x{model.height} {model.input_dtype}, "
                   f"version {model.model_version}")

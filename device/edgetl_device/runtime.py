@@ -53,8 +53,10 @@ def percentile(values: list[float] | deque[float], q: float) -> float | None:
     return float(np.percentile(np.fromiter(values, float), q)) if len(values) else None
 
 
-def scorer_for(bundle: Any) -> tuple[Callable | None, float | None]:
-    """The bundle's open-set scorer and threshold, or (None, None) for the max-probability default."""
+def scorer_for(bundle: Any, model: Model | None = None) -> tuple[Callable | None, float | None]:
+    """The bundle's open-set scorer and threshold, or (None, None) for the max-probability default.
+    With `model`, the scorer is tried once on the model's own outputs, so arrays that do not fit it (another
+    embedding width, no embedding output, NaN) are refused at load instead of failing on the first frame."""
     if bundle is None:
         return None, None
     try:
@@ -62,7 +64,19 @@ def scorer_for(bundle: Any) -> tuple[Callable | None, float | None]:
     except ImportError:
         return None, None
     found = scorer_from_bundle(bundle)
-    return (None, None) if found is None else found
+    if found is None:
+        return None, None
+    if model is not None:
+        out = model.run(np.zeros((model.height, model.width, 3), np.uint8))
+        try:
+            value = float(found[0](out.probabilities, out.embedding))
+        except Exception as exc:  # shapes, a missing embedding: the arrays were fitted for another model
+            raise DeviceError(f"the bundle's open-set scorer does not fit its model ({type(exc).__name__}: {exc}); "
+                              "re-run `edgetl openset fit` on this run and export again") from exc
+        if not np.isfinite(value):
+            raise DeviceError("the bundle's open-set scorer gives a non-finite score (NaN or inf in its arrays); "
+                              "re-run `edgetl openset fit` and export again")
+    return found
 
 
 def make_reporter(config: DeviceConfig, telemetry_source: Callable[[], dict[str, Any]] | None = None) -> Reporter:
@@ -90,7 +104,7 @@ class Runtime:
         self.clips_dir = self.data_dir / "clips"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.model, self.bundle = load_model(config.model, config.trusted_keys)
-        scorer, threshold = scorer_for(self.bundle)
+        scorer, threshold = scorer_for(self.bundle, self.model)
         self.decider = Decider(self.model.labels, config.decision, scorer, threshold)
         self.gate = MotionGate(config.motion)
         self.storage = Storage(self.clips_dir, config.storage.max_age_days, config.storage.max_total_mb,
@@ -460,7 +474,7 @@ class Runtime:
         On any failure the old model keeps running and the error is raised."""
         cfg = self.config.model.model_copy(update={"bundle": Path(bundle_dir), "path": None, "labels": None})
         model, bundle = load_model(cfg, self.config.trusted_keys)
-        scorer, threshold = scorer_for(bundle)
+        scorer, threshold = scorer_for(bundle, model)
 
         def apply() -> None:
             for t in self.decider.finish(self.camera.latest().timestamp if self.camera and self.camera.latest()
