@@ -47,6 +47,7 @@ def generate_keys(out: str | os.PathLike[str], overwrite: bool = False) -> tuple
     pub = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # the mode above applies only to a new file; an overwritten key keeps its old mode
     with os.fdopen(fd, "wb") as f:
         f.write(priv)
     pub_path.write_bytes(pub)

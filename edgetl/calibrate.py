@@ -135,8 +135,10 @@ def stratified_quota(counts: dict[str, int], total: int) -> dict[str, int]:
 
 
 def select(candidates: list[Candidate], n: int, seed: int, image_size: int = 64, max_distance: int = 4,
+           taken: list[tuple[Candidate, np.ndarray]] | None = None,
            ) -> tuple[list[tuple[Candidate, np.ndarray]], int]:
-    """Up to n candidates, stratified by label, skipping near-duplicates (dHash within max_distance).
+    """Up to n candidates, stratified by label, skipping near-duplicates (dHash within max_distance),
+    also of the images already `taken` (e.g. the camera frames picked first).
 
     Returns [(candidate, image)], duplicates skipped.
     """
@@ -148,7 +150,7 @@ def select(candidates: list[Candidate], n: int, seed: int, image_size: int = 64,
         rng.shuffle(items)
     quota = stratified_quota({k: len(v) for k, v in by_label.items()}, n)
     chosen: list[tuple[Candidate, np.ndarray]] = []
-    hashes: list[int] = []
+    hashes: list[int] = [dhash(img) for _, img in taken or []]
     dupes = 0
     for label in sorted(by_label):
         got = 0
@@ -179,6 +181,12 @@ def build(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int =
     if not 0.0 <= extra_fraction <= 1.0:
         raise EdgetlError("--extra-fraction must be between 0 and 1")
     out = Path(out)
+    for src in [Path(data)] + ([Path(extra)] if extra is not None else []):
+        # --overwrite empties --out, and images copied inside a dataset folder become a new class of it
+        inside = src.is_dir() and src.resolve() in out.resolve().parents and not (src / "split.csv").is_file()
+        if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents or inside:
+            raise EdgetlError(f"--out {out} overlaps {src}; write the calibration set to a separate folder "
+                              "(e.g. calibration/NAME)")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise EdgetlError(f"{out} already exists; choose another name or pass --overwrite")
@@ -189,7 +197,7 @@ def build(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int =
     if extra is not None:
         cam = _extra_candidates(extra)
         picked, dupes = select(cam, int(round(size * extra_fraction)), seed)
-    rest, d2 = select(source, size - len(picked), seed)
+    rest, d2 = select(source, size - len(picked), seed, taken=picked)
     picked += rest
     dupes += d2
     images = out / "images"

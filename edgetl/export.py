@@ -390,12 +390,20 @@ def _outputs_spec(outs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             for name, d in sorted(outs.items(), key=lambda kv: kv[1]["position"])]
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _prepare_out(out: Path, overwrite: bool, protected: tuple[Path, ...] = (), check_only: bool = False) -> None:
+    for p in protected:
+        # --overwrite empties --out: never when that is (or holds) the run or the calibration set
+        if out.resolve() == p.resolve() or out.resolve() in p.resolve().parents:
+            raise EdgetlError(f"--out {out} is or contains {p}, which --overwrite would delete; choose a separate "
+                              "folder (default RUN/export)")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise EdgetlError(f"{out} already holds an export; pass --overwrite or choose another --out")
+        if check_only:
+            return
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not check_only:
+        out.mkdir(parents=True, exist_ok=True)
 
 
 def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, quant: str = "int8",
@@ -419,17 +427,30 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     val = run.samples("val") or run.samples("test")
     if not val:
         raise EdgetlError(f"{run.path} has no val/test split to check parity on; re-train with a validation split")
-    _prepare_out(out, overwrite)
+    protected = (run.path,) + ((Path(calibration),) if calibration is not None else ())
+    _prepare_out(out, overwrite, protected, check_only=True)
 
     model = run.load_model()
+    try:
+        width = int(model.get_layer("probabilities").output.shape[-1])
+    except ValueError as exc:
+        raise EdgetlError(f"model has no `probabilities` layer ({exc}); export needs a model trained by "
+                          "`edgetl train`") from exc
+    if width != len(labels):  # the device refuses a bundle whose labels do not match the model's outputs
+        raise EdgetlError(f"{run.path}: labels.txt has {len(labels)} classes but the model outputs {width}; "
+                          "the run folder is inconsistent (restore the labels.txt written by `edgetl train`)")
     # Parity is checked on the run's own validation data against the model as trained: its float outputs are
     # taken first, because int8 bias correction then adjusts this same model in place before conversion.
-    images, ok, _ = run.load_images([s.path for s in val], desc="validation images")
+    images, ok, failures = run.load_images([s.path for s in val], desc="validation images")
+    if not ok:  # e.g. the dataset moved after training (split.csv holds absolute paths)
+        raise EdgetlError(f"none of the {len(val)} validation images of {run.path} can be read ({failures[0][1]}); "
+                          "was the dataset moved or deleted after training?")
     y = _labels_index(labels, [val[i] for i in ok])
     fprobs, femb = predict_keras(model, images)
     calib, calib_info = (None, None)
     if quant == "int8":
         calib, calib_info = calibration_images(run, calibration, calibration_size)
+    _prepare_out(out, overwrite, protected)  # only now: a run that cannot be exported leaves the old export alone
     t0 = time.perf_counter()
     bias_info = correct_weight_quantization_bias(model, calib) if quant == "int8" and bias_correction else None
     tflite = convert(export_graph(model, size), quant, io, calib)
@@ -466,7 +487,8 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     cfg = run.config
     manifest = {
         "schema_version": bundle.SCHEMA_VERSION,
-        "model_version": model_version or f"{run.path.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
+        # resolve(): RUN given as "." has an empty name
+        "model_version": model_version or f"{run.path.resolve().name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
         "created": bundle.utc_now(),
         "backbone": {"name": cfg.get("backbone"), "alpha": cfg.get("alpha"), "weights": cfg.get("weights")},
         "input": _input_spec(in_detail, size, io, run.center_crop),

@@ -331,3 +331,13 @@ def test_inspect_reads_only_a_top_level_manifest(tmp_path, keys):
     cut.write_bytes(archive.read_bytes()[:100])
     with pytest.raises(EdgetlError, match="cannot read"):
         inspect_bundle(cut)
+
+
+def test_keys_generate_overwrite_leaves_the_private_key_owner_only(tmp_path):
+    old = tmp_path / "k.key"
+    old.write_text("old key")
+    old.chmod(0o644)  # e.g. copied in with a permissive umask
+    with pytest.raises(EdgetlError, match="refusing to overwrite"):
+        generate_keys(tmp_path / "k")
+    priv, _ = generate_keys(tmp_path / "k", overwrite=True)
+    assert priv.stat().st_mode & 0o777 == 0o600

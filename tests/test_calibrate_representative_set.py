@@ -75,3 +75,29 @@ def test_cli_build_and_bad_input(tmp_path):
     assert r.exit_code == 2 and "--overwrite" in r.stderr
     with pytest.raises(EdgetlError, match="not a folder"):
         build(data, tmp_path / "d", size=4, extra=tmp_path / "nope")
+
+
+@pytest.mark.parametrize("where", ["data", "parent", "inside"])
+def test_out_that_would_destroy_or_pollute_the_dataset_is_refused(tmp_path, where):
+    data = _dataset(tmp_path / "ds" / "data", {"x": 4, "y": 4})
+    out = {"data": data, "parent": data.parent, "inside": data / "calib"}[where]
+    with pytest.raises(EdgetlError, match="--out"):
+        build(data, out, size=4, overwrite=True)
+    # the dataset is intact and did not gain a `calib` class folder
+    assert sorted(p.name for p in data.iterdir()) == ["x", "y"] and len(list((data / "x").iterdir())) == 4
+
+
+def test_camera_frames_that_duplicate_dataset_images_are_not_picked_twice(tmp_path):
+    data = _dataset(tmp_path / "data", {"a": 6, "b": 6})
+    extra = tmp_path / "camera"
+    extra.mkdir()
+    for p in sorted(data.rglob("[0-2].png")):  # the camera folder holds re-saved copies of 6 dataset images
+        Image.open(p).save(extra / f"{p.parent.name}_{p.stem}.jpg", quality=95)
+    m = build(data, tmp_path / "calib", size=12, extra=extra, extra_fraction=0.5)
+    files = [tmp_path / "calib" / e["file"] for e in m["files"]]
+    from edgetl.calibrate import dhash, hamming
+    from edgetl.data import load_image
+
+    hashes = [dhash(load_image(f, 64)) for f in files]
+    close = [(i, j) for i in range(len(hashes)) for j in range(i) if hamming(hashes[i], hashes[j]) <= 4]
+    assert close == [] and m["count"] == 12

@@ -1,0 +1,61 @@
+"""`edgetl export` refuses runs and --out folders that would give a broken bundle or destroy the run."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from edgetl.errors import EdgetlError
+from edgetl.export import export_run
+
+
+def _copy(run, dest):
+    shutil.copytree(run, dest)
+    return dest
+
+
+@pytest.mark.parametrize("where", ["run", "parent"])
+def test_out_that_is_or_holds_the_run_is_refused_and_the_run_survives(tiny_export_run, tmp_path, where):
+    run = _copy(tiny_export_run, tmp_path / "work" / "run")
+    out = run if where == "run" else run.parent
+    with pytest.raises(EdgetlError, match="--out"):
+        export_run(run, out, quant="float32", overwrite=True)
+    assert (run / "model.keras").is_file() and (run / "labels.txt").is_file()
+
+
+def test_out_that_holds_the_calibration_set_is_refused(tiny_export_run, tmp_path):
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    shutil.copyfile(next((tiny_export_run.parent / "data" / "train" / "red").glob("*.png")), calib / "a.png")
+    with pytest.raises(EdgetlError, match="--out"):
+        export_run(tiny_export_run, calib, quant="int8", calibration=calib, overwrite=True)
+    assert (calib / "a.png").is_file()
+
+
+def test_labels_txt_disagreeing_with_the_model_is_refused(tiny_export_run, tmp_path):
+    # The device refuses such a bundle at load time (label count != probabilities width): catch it at export.
+    run = _copy(tiny_export_run, tmp_path / "run")
+    (run / "labels.txt").write_text("red\ngreen\nblue\npurple\n")
+    with pytest.raises(EdgetlError, match="labels.txt has 4 .* 3"):
+        export_run(run, tmp_path / "out", quant="float32")
+
+
+def test_unreadable_validation_images_are_a_clear_error(tiny_export_run, tmp_path):
+    # e.g. the dataset was moved after training: split.csv points nowhere
+    run = _copy(tiny_export_run, tmp_path / "run")
+    rows = (run / "split.csv").read_text().splitlines()
+    rows = [rows[0]] + [r.replace("/data/val/", "/moved/val/") for r in rows[1:]]
+    (run / "split.csv").write_text("\n".join(rows) + "\n")
+    old = tmp_path / "out"
+    old.mkdir()
+    (old / "keep.txt").write_text("an earlier export")
+    with pytest.raises(EdgetlError, match="validation images"):
+        export_run(run, old, quant="float32", overwrite=True)
+    assert (old / "keep.txt").is_file()  # nothing was replaced by a failed export
+
+
+def test_default_model_version_names_the_run_when_exported_from_inside_it(tiny_export_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_export_run)  # `cd RUN && edgetl export . --out ...`: Path(".").name is ""
+    res = export_run(".", tmp_path / "out", quant="float32")
+    assert res.manifest["model_version"].startswith(f"{tiny_export_run.name}-")
