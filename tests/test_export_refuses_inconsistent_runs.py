@@ -59,3 +59,25 @@ def test_default_model_version_names_the_run_when_exported_from_inside_it(tiny_e
     monkeypatch.chdir(tiny_export_run)  # `cd RUN && edgetl export . --out ...`: Path(".").name is ""
     res = export_run(".", tmp_path / "out", quant="float32")
     assert res.manifest["model_version"].startswith(f"{tiny_export_run.name}-")
+
+
+@pytest.mark.parametrize("max_drop", [-1.0, float("nan")])
+def test_max_drop_must_be_a_number_of_points(tiny_export_run, tmp_path, max_drop):
+    # else every export fails parity after a full conversion
+    with pytest.raises(EdgetlError, match="--max-drop must be"):
+        export_run(tiny_export_run, tmp_path / "out", quant="float32", max_drop=max_drop)
+
+
+def test_out_that_is_a_file_is_a_clear_error(tiny_export_run, tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(EdgetlError, match="is a file"):
+        export_run(tiny_export_run, tmp_path / "out", quant="float32")
+
+
+def test_pack_refuses_an_archive_inside_the_bundle(tiny_export_run, tmp_path):
+    from edgetl.bundle import pack_bundle
+
+    res = export_run(tiny_export_run, tmp_path / "bundle", quant="float32")
+    with pytest.raises(EdgetlError, match="inside the bundle"):
+        pack_bundle(res.out_dir, res.out_dir / "b.tar.gz")
+    assert pack_bundle(res.out_dir, tmp_path / "b.tar.gz").is_file()
