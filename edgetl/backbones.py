@@ -34,6 +34,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec("vgg16", (1.0,), 32, (224,), "caffe"),
 }
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# MobileNetV2 was published at 96-224 px for alpha <= 1.0, but only at 224 px for its widest two alphas.
+_ONLY_224 = (("mobilenet_v2", 1.3), ("mobilenet_v2", 1.4))
 
 
 def check_combination(backbone: str, alpha: float, size: int, weights: str) -> BackboneSpec:
@@ -50,6 +52,10 @@ def check_combination(backbone: str, alpha: float, size: int, weights: str) -> B
         raise EdgetlError(f"ImageNet weights for {backbone} exist only for sizes "
                           f"{', '.join(map(str, spec.imagenet_sizes))}; pick one of those, or pass "
                           "--weights PATH / --weights none")
+    if weights == "imagenet" and size != 224 and any(b == backbone and abs(alpha - a) < 1e-9 for b, a in _ONLY_224):
+        # the file Keras would fetch does not exist: a 404 (or an "offline?" message) would hide the real cause
+        raise EdgetlError(f"ImageNet weights for {backbone} alpha {alpha:g} exist only for size 224; pass --size 224, "
+                          "a smaller --alpha, or --weights PATH / --weights none")
     return spec
 
 
@@ -143,6 +149,7 @@ def _load_pretrained(spec: BackboneSpec, alpha: float, size: int, weights: str):
     path = Path(weights)
     if not path.is_file():
         raise EdgetlError(f"weights file {path} not found; pass --weights imagenet|none|PATH")
+    _check_readable_weights(path)
     try:
         import warnings
 
@@ -154,6 +161,28 @@ def _load_pretrained(spec: BackboneSpec, alpha: float, size: int, weights: str):
         raise EdgetlError(f"weights file {path} does not fit {spec.name}{alpha_txt} without top "
                           f"({str(e).splitlines()[0][:160]}); give the matching --backbone/--alpha or "
                           "another file") from e
+
+
+def _check_readable_weights(path: Path) -> None:
+    """A file no weights could be read from is damaged: not a reason to change --backbone/--alpha."""
+    import zipfile
+
+    import h5py
+
+    name = path.name.lower()
+    if name.endswith(".keras"):
+        readable = zipfile.is_zipfile(path)
+    elif name.endswith((".h5", ".hdf5")):
+        try:
+            h5py.File(path, "r").close()
+            readable = True
+        except OSError:  # h5py: "file signature not found", "truncated file: eof = ..."
+            readable = False
+    else:  # other formats (sharded .weights.json, ...): Keras' own error says what it reads
+        return
+    if not readable:
+        raise EdgetlError(f"weights file {path} cannot be read (truncated or corrupt, e.g. an interrupted download "
+                          "or a saved error page); download or copy it again")
 
 
 def build_backbone(backbone: str, alpha: float, size: int, weights: str):

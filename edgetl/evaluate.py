@@ -42,6 +42,8 @@ def evaluate(run: str | Path | Run, data=None, *, split: str | None = None, top_
     `data` = any dataset layout (default: the run's own validation split). Images whose class the run
     does not know are an error (they would silently count as wrong). Unreadable images are skipped.
     """
+    if top_k < 1:  # 0 reported a made-up top_0_accuracy of 0, -1 the top-(n-1) accuracy
+        raise EdgetlError(f"--top-k must be >= 1 (got {top_k})")
     run = run if isinstance(run, Run) else Run(run)
     samples = _samples(run, data, split, csv_options or {})
     unknown = sorted({s.label for s in samples} - set(run.labels))

@@ -212,12 +212,13 @@ def _load_split(samples: list[D.Sample], size: int, name: str, center_crop: floa
 # ---------------------------------------------------------------- main entry
 
 def train(data, out, *, val_data=None, csv_options: dict | None = None, preset: str | None = None,
-          **options) -> TrainResult:
+          overwrite: bool = False, **options) -> TrainResult:
     """Train a classifier on `data` and write the run folder `out`.
 
     `data`/`val_data`: a class-folder dataset, a train/val(/test) folder, or a CSV manifest (path or
     DataSpec; `csv_options` = path_column/label_column/missing_label/split_column). `preset`: a name in
-    PRESETS whose values fill the options not given. `options` are TrainConfig fields. Returns a
+    PRESETS whose values fill the options not given. `overwrite`: replace the run (and its export/,
+    openset/) that `out` already holds instead of refusing. `options` are TrainConfig fields. Returns a
     TrainResult; raises EdgetlError on bad input.
     """
     import keras
@@ -239,9 +240,11 @@ def train(data, out, *, val_data=None, csv_options: dict | None = None, preset: 
     val_dataset = D.load_dataset(val_spec) if val_spec else None
     splits = D.train_val_test(dataset, cfg.val_split, cfg.seed, val_dataset)
     classes = D.validate_classes(splits)
+    _check_class_names(classes)
     if not splits.get("val"):
         raise EdgetlError("no validation images; use more images per class or pass --val DATA")
     out = Path(out)
+    _check_out(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     index = {c: i for i, c in enumerate(classes)}
     timings: dict[str, float] = {}
@@ -429,9 +432,39 @@ def _final_metrics(model, arrays: dict, classes: list[str], batch: int) -> dict:
     return metrics
 
 
+def _check_class_names(classes: list[str]) -> None:
+    """labels.txt holds one name per line and its readers (Run, the device) strip each line."""
+    for c in classes:
+        if c != c.strip() or len(c.splitlines()) != 1:  # would read back as another name, or shift indices
+            raise EdgetlError(f"class name {c!r} cannot be stored in labels.txt (one name per line): remove its "
+                              "leading/trailing spaces or line break (rename the folder or fix the CSV cell)")
+
+
+# A run folder's files (DEVELOPERS.md) and what later commands derive from its model inside it.
+RUN_OUTPUTS = ("model.keras", "labels.txt", "config.json", "split.csv", "history.csv", "metrics.json", "curves.png",
+               "confusion_matrix.png", "report.html", "export", "openset")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise EdgetlError(f"--out {out} is a file; give a folder for the run")
+    # a previous run's openset/ (copied into bundles by export) and export/ must not sit beside a new model
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise EdgetlError(f"--out {out} already holds files (a previous run?); pass --overwrite to replace that run "
+                          "(with its export/ and openset/) or choose another --out")
+
+
 def _write_run(out: Path, model, cfg: TrainConfig, classes, splits, history, metrics, spec, val_spec) -> None:
+    import shutil
+
     from edgetl.plots import plot_confusion_matrix, plot_curves
 
+    for name in RUN_OUTPUTS:  # reached with an empty --out or --overwrite: drop the old run and what its model made
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
     model.save(out / "model.keras")
     (out / "labels.txt").write_text("".join(c + "\n" for c in classes))
     config = {**asdict(cfg), "data": spec.describe(), "val_data": val_spec.describe() if val_spec else None,

@@ -90,3 +90,10 @@ def test_unknown_classes_and_missing_run_are_errors(tiny_run, tmp_path):
         evaluate(tiny_run, data)
     res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no_run")])
     assert res.exit_code == 2 and "edgetl train" in res.output
+
+
+@pytest.mark.parametrize("k", ["0", "-1"])
+def test_top_k_below_one_is_an_error_not_a_made_up_metric(tiny_run, k):
+    # k=0 reported top_0_accuracy 0.0; k=-1 reported the top-(n-1) accuracy as "top_-1_accuracy"
+    res = CliRunner().invoke(app, ["evaluate", str(tiny_run), "--top-k", k, "--json"])
+    assert res.exit_code == 2 and "--top-k must be >= 1" in res.output and "Traceback" not in res.output

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from edgetl.cli import app
 from edgetl.errors import EdgetlError
 from edgetl.train import train
-from tests.support.runs import make_image_dataset
+from tests.support.runs import make_image_dataset, tiny_weights
 
 FAST = dict(size=32, weights="none", epochs=1, fine_tune_epochs=0, augment=False, batch_size=8)
 
@@ -88,6 +88,7 @@ def test_csv_rows_pointing_at_missing_files(tmp_path):
     (["--backbone", "vgg16", "--alpha", "0.5"], "does not support alpha"),
     (["--size", "16", "--weights", "none"], "--size >= 32"),
     (["--size", "200"], "ImageNet weights for mobilenet_v2 exist only for sizes"),
+    (["--alpha", "1.4", "--size", "128"], "alpha 1.4 exist only for size 224"),  # not a download that 404s
     (["--weights", "/nonexistent/w.h5"], "not found"),
     (["--strategy", "tpu", "--weights", "none"], "--strategy"),
 ])
@@ -134,3 +135,64 @@ def test_imagenet_weights_offline_names_weights_path(tmp_path, monkeypatch):
     msg = _cli_error(["train", str(data), "--out", str(tmp_path / "run"), "--backbone", "mobilenet_v3_small",
                       "--alpha", "1.0", "--size", "224"])
     assert "--weights PATH" in msg
+
+
+# the cached-head path on the shared weights: seconds, where weights="none" trains the whole network
+CACHED = dict(size=32, weights=tiny_weights(), epochs=1, fine_tune_epochs=0, augment=False, batch_size=8)
+
+
+def test_out_that_is_a_file(tmp_path):
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
+    (tmp_path / "notes.txt").write_text("mine")
+    msg = _cli_error(["train", str(data), "--out", str(tmp_path / "notes.txt"), "--weights", "none"])
+    assert "is a file" in msg and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_out_holding_a_previous_run_is_refused_unless_overwrite(tmp_path):
+    """Re-training into RUN must not leave the old model's openset/ (which export copies into the bundle) and
+    export/ beside the new model: refused, or with --overwrite replaced together with the old run."""
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
+    run = tmp_path / "run"
+    train(data, run, **CACHED)
+    (run / "openset").mkdir()
+    (run / "openset" / "openset.json").write_text("{}")  # fitted on the first model's embeddings
+    (run / "export").mkdir()
+    (run / "export" / "model.tflite").write_bytes(b"first model")
+    first = (run / "model.keras").read_bytes()
+    msg = _cli_error(["train", str(data), "--out", str(run), "--size", "32", "--weights", "none"])
+    assert "--overwrite" in msg and (run / "model.keras").read_bytes() == first
+    assert (run / "openset" / "openset.json").is_file()
+    result = train(data, run, overwrite=True, **{**CACHED, "seed": 1})
+    assert not (run / "openset").exists() and not (run / "export").exists()
+    assert result.run.config["seed"] == 1 and result.run.labels == ["a", "b"]
+
+
+def test_class_names_that_labels_txt_cannot_hold(tmp_path):
+    """labels.txt is one name per line and its readers strip lines: ' lead'/'trail ' would come back as other
+    names (the run could not evaluate its own validation split) and a line break shifts every index after it."""
+    data = make_image_dataset(tmp_path / "d", ("trail ", "b"), n=3, size=32)
+    with pytest.raises(EdgetlError, match="'trail '"):
+        train(data, tmp_path / "run", **CACHED)
+    assert not (tmp_path / "run").exists()
+    images = make_image_dataset(tmp_path / "imgs", ("a", "b"), n=3, size=32)
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label"])
+        for p in sorted(images.rglob("*.png")):
+            w.writerow([p, "two\nlines" if p.parent.name == "a" else "b"])  # a quoted cell with a line break
+    assert "line break" in _cli_error(["train", "--csv", str(manifest), "--out", str(tmp_path / "run2"),
+                                       "--weights", "none"])
+
+
+def test_weights_file_that_is_truncated_or_not_weights(shared_data, tmp_path):
+    """The right architecture's file cut short (an interrupted download) or an HTML error page saved as .h5 is
+    damaged, not "another --backbone/--alpha": the message must say so."""
+    data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
+    good = (shared_data / "weights" / "mobilenet_v2_0.35_224_no_top.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(good[: len(good) // 2])
+    (tmp_path / "page.h5").write_text("<html>404 Not Found</html>")
+    for name in ("cut.h5", "page.h5"):
+        msg = _cli_error(["train", str(data), "--out", str(tmp_path / "run"), "--size", "32", "--weights",
+                          str(tmp_path / name)])
+        assert "truncated or corrupt" in msg and "does not fit" not in msg, msg

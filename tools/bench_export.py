@@ -52,7 +52,7 @@ def ensure_run(name: str, spec: dict, runs_dir: Path, fine_tune_epochs: int | No
     if fine_tune_epochs is not None:
         opts["fine_tune_epochs"] = fine_tune_epochs
     print(f"[{name}] training {opts}", flush=True)
-    r = train(spec["data"], run, val_data=spec.get("val"), csv_options=spec.get("csv"), **opts)
+    r = train(spec["data"], run, val_data=spec.get("val"), csv_options=spec.get("csv"), overwrite=True, **opts)
     print(f"[{name}] val_accuracy {r.val_accuracy:.4f} timings {r.timings}", flush=True)
     return run
 

@@ -235,7 +235,8 @@ def trained_loco(train, test, far, classes, scorers, options, work: Path,
                 w.writerow(["path", "label"])
                 w.writerows([str(p), lab] for p, lab in train if lab != name)
             t = time.perf_counter()
-            r = train_run(manifest, run_dir, csv_options={"path_column": "path", "label_column": "label"}, **opts)
+            r = train_run(manifest, run_dir, csv_options={"path_column": "path", "label_column": "label"},
+                          overwrite=True, **opts)
             log.info("fold without %s: trained in %.0f s, val accuracy %.3f", name, time.perf_counter() - t,
                      r.val_accuracy)
         run = Run(run_dir)

@@ -80,7 +80,8 @@ def main() -> None:
         if args.fine_tune_epochs is not None:
             opts["fine_tune_epochs"] = args.fine_tune_epochs
         t = time.perf_counter()
-        r = train(spec["data"], out_root / name, val_data=spec.get("val"), csv_options=spec.get("csv"), **opts)
+        r = train(spec["data"], out_root / name, val_data=spec.get("val"), csv_options=spec.get("csv"), overwrite=True,
+                  **opts)
         tm = r.timings
         cfg = r.run.config  # the resolved options the run used (preset filled in)
         counts = cfg["counts"]
@@ -101,7 +102,7 @@ def main() -> None:
         for mode, cached in (("cached embeddings", True), ("augmented, full forward", False)):
             opts = dict(plan["hymenoptera"]["options"], epochs=10, patience=0, fine_tune_epochs=0,
                         cache_embeddings=cached, augment=True)
-            r = train(plan["hymenoptera"]["data"], out_root / f"speed-{cached}", **opts)
+            r = train(plan["hymenoptera"]["data"], out_root / f"speed-{cached}", overwrite=True, **opts)
             times[mode] = r.timings["phase1_s"]
             speed.add_row(mode, "10", _fmt(r.timings["phase1_s"]), f"{r.val_accuracy:.3f}")
         Console(width=200).print(speed)

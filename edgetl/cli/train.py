@@ -31,7 +31,9 @@ def _data_arg(data: Path | None, csv: Path | None) -> Path:
 
 def train_cmd(
     data: Path = typer.Argument(None, help="Class folders, a train/val(/test) folder, or a CSV manifest."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to write (new or empty)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run --out already holds (with its "
+                                   "export/ and openset/, which belong to the old model)."),
     csv: Path = typer.Option(None, "--csv", help="CSV manifest (instead of DATA)."),
     path_column: str = PATH_COLUMN,
     label_column: str = LABEL_COLUMN,
@@ -91,7 +93,7 @@ def train_cmd(
                     embedding=embedding, cache_embeddings=cache_embeddings, patience=patience,
                     center_crop=center_crop, label_smoothing=label_smoothing)
     result = train(
-        _data_arg(data, csv), out, val_data=val, preset=preset,
+        _data_arg(data, csv), out, val_data=val, preset=preset, overwrite=overwrite,
         csv_options=_csv_options(path_column, label_column, missing_label, split_column),
         backbone=backbone, alpha=alpha, size=size, weights=weights, batch_size=batch_size, dropout=dropout,
         fine_tune_guard=fine_tune_guard, class_weights=class_weights,
