@@ -51,7 +51,7 @@ PRESETS: dict[str, dict] = {
 @dataclass
 class TrainConfig:
     backbone: str = "mobilenet_v2"
-    alpha: float = 0.35
+    alpha: float | None = None  # None: 0.35 for mobilenet_v2 (edgetl's default), else 1.0 (Keras')
     size: int = 224
     weights: str = "imagenet"  # imagenet | none | PATH
     epochs: int = 10  # phase 1 (head), augmented path; the cached path solves the head outright (0 = skip)
@@ -77,6 +77,8 @@ class TrainConfig:
     def validate(self) -> None:
         from edgetl.backbones import EMBEDDINGS, check_combination
 
+        if self.alpha is None:  # a backbone chosen without --alpha must not fail on another backbone's default
+            self.alpha = 0.35 if self.backbone == "mobilenet_v2" else 1.0
         if self.weights not in ("imagenet", "none"):
             self.weights = str(Path(self.weights).resolve())
         check_combination(self.backbone, self.alpha, self.size, self.weights)

@@ -196,3 +196,14 @@ def test_weights_file_that_is_truncated_or_not_weights(shared_data, tmp_path):
         msg = _cli_error(["train", str(data), "--out", str(tmp_path / "run"), "--size", "32", "--weights",
                           str(tmp_path / name)])
         assert "truncated or corrupt" in msg and "does not fit" not in msg, msg
+
+
+@pytest.mark.parametrize(("backbone", "alpha"), [("mobilenet_v2", 0.35), ("mobilenet_v1", 1.0),
+                                                 ("mobilenet_v3_small", 1.0), ("vgg16", 1.0)])
+def test_a_backbone_without_alpha_gets_one_it_supports(backbone, alpha):
+    # --backbone vgg16 alone used to fail with "does not support alpha 0.35": an alpha the user never set
+    from edgetl.train import TrainConfig
+
+    cfg = TrainConfig(backbone=backbone, weights="none")
+    cfg.validate()
+    assert cfg.alpha == alpha

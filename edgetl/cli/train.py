@@ -42,7 +42,7 @@ def train_cmd(
     val: Path = typer.Option(None, "--val", help="Separate validation data (folder or CSV, same columns)."),
     backbone: str = typer.Option("mobilenet_v2", help="mobilenet_v2|mobilenet_v1|mobilenet_v3_small|"
                                  "mobilenet_v3_large|vgg16"),
-    alpha: float = typer.Option(0.35, help="Width multiplier."),
+    alpha: float = typer.Option(None, help="Width multiplier (default 0.35 for mobilenet_v2, else 1.0)."),
     size: int = typer.Option(224, help="Input size in pixels (square)."),
     weights: str = typer.Option("imagenet", help="imagenet (Keras cache/download) | PATH to a weights file | none"),
     preset: str = typer.Option(None, help="photos | photos-large | fixed-camera: measured recipes (see "
