@@ -73,9 +73,15 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="Device config (
 
     cfg = load_config(config)
     setup_logging(_state["verbose"], cfg.runtime.log_format)
-    runtime = Runtime(cfg, config_path=config)
-    install_signal_handlers(runtime)
-    status = runtime.run(max_frames)
+    try:
+        runtime = Runtime(cfg, config_path=config)
+        install_signal_handlers(runtime)
+        status = runtime.run(max_frames)
+    except DeviceError:
+        raise
+    except Exception as exc:  # through the log handler: with log_format json a bare traceback is not JSON lines
+        log.exception("runtime failed: %s: %s", type(exc).__name__, exc)
+        raise typer.Exit(1) from exc
     log.info("final status: %s", json.dumps(status))
 
 

@@ -116,6 +116,7 @@ class Runtime:
         self.recorder: Recorder | None = None
         self._stop = threading.Event()
         self._tasks: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._tasks_lock = threading.Lock()  # a command is queued only while the loop will still run it
         self._started = time.monotonic()
         self._cpu_start = time.process_time()
         self.frames_in = 0
@@ -137,7 +138,7 @@ class Runtime:
         self.reporter.subscribe(self._on_command)
         self.camera = Camera(self.config.camera).start()
         self.state = "running"
-        self.reporter.publish("status", {"state": "online", "model_version": self.model.model_version})
+        self._publish_report("status", {"state": "online", "model_version": self.model.model_version})
         next_status = time.monotonic() + self.config.runtime.status_interval
         next_storage = time.monotonic()
         stalled_since: float | None = None
@@ -247,6 +248,12 @@ class Runtime:
         except Exception:  # reporting must never stop the camera loop
             log.exception("could not publish event")
 
+    def _publish_report(self, kind: str, payload: dict[str, Any]) -> None:
+        try:
+            self.reporter.publish(kind, payload)
+        except Exception as exc:  # like events: a full disk under events.jsonl must not stop the camera loop
+            log.warning("could not publish %s: %s", kind, exc)
+
     def _check_storage(self) -> None:
         changed = self.storage.check()
         if self.recorder is not None:
@@ -255,9 +262,9 @@ class Runtime:
                 self.recorder.finish("disk_low")  # close it cleanly before the disk fills
         self.disk_low = not self.storage.recording_allowed
         if changed:
-            self.reporter.publish("status", {"state": "online", "model_version": self.model.model_version,
-                                             "disk_low": self.disk_low,
-                                             "disk_free_mb": round(self.storage.disk_free / MB, 1)})
+            self._publish_report("status", {"state": "online", "model_version": self.model.model_version,
+                                            "disk_low": self.disk_low,
+                                            "disk_free_mb": round(self.storage.disk_free / MB, 1)})
 
     def _report_status(self) -> None:
         snapshot = self.status()
@@ -266,14 +273,16 @@ class Runtime:
         except OSError as exc:
             log.warning("cannot write status.json: %s", exc)
         if not hasattr(self.reporter, "telemetry_source"):  # MQTT publishes telemetry on its own clock
-            self.reporter.publish("telemetry", {"schema": 1, "device_id": self.config.device_id,
-                                                "time": time.time(), **self.telemetry()})
+            self._publish_report("telemetry", {"schema": 1, "device_id": self.config.device_id,
+                                               "time": time.time(), **self.telemetry()})
         log.info("status: fps in %.1f out %.1f, inference p50 %s ms, gate skipped %d, camera %s",
                  snapshot["fps_in"] or 0, snapshot["fps_out"] or 0, snapshot["inference_ms_p50"],
                  snapshot["frames_skipped_by_gate"], "online" if snapshot["camera_online"] else "offline")
 
     def _shutdown(self) -> None:
-        self.state = "stopping"
+        with self._tasks_lock:
+            self.state = "stopping"
+        self._run_tasks()  # commands queued after the loop's last task run: apply and answer them, never wait
         now = self.camera.latest().timestamp if self.camera and self.camera.latest() else time.time()
         for t in self.decider.finish(now):
             self._publish_transition(t, now)
@@ -286,7 +295,10 @@ class Runtime:
         self.state = "stopped"
         self._report_status()  # a final snapshot: a short run must not end without any telemetry
         if self._own_reporter:
-            self.reporter.stop()
+            try:
+                self.reporter.stop()
+            except Exception as exc:  # e.g. the last lines of events.jsonl on a full disk: the run itself ended well
+                log.warning("could not stop the reporter cleanly: %s", exc)
         log.info("runtime stopped after %d frames (%d inferred)", self.frames_in, self.frames_inferred)
 
     def stop(self) -> None:
@@ -367,8 +379,8 @@ class Runtime:
                 log.exception("queued command failed")
 
     def _between_frames(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Run fn on the loop thread between frames (or now, when the loop is not running)."""
-        if self.state != "running" or threading.current_thread() is self._loop_thread:
+        """Run fn on the loop thread between frames (now, before the loop started); refused once it stops."""
+        if threading.current_thread() is self._loop_thread:
             return fn()
         box: dict[str, Any] = {}
         done = threading.Event()
@@ -381,7 +393,14 @@ class Runtime:
             finally:
                 done.set()
 
-        self._tasks.put(task)
+        with self._tasks_lock:
+            if self.state in ("stopping", "stopped"):  # run beside _shutdown it would race it (events never ended)
+                raise DeviceError("the runtime is shutting down; the command was not applied")
+            queued = self.state == "running"
+            if queued:
+                self._tasks.put(task)
+        if not queued:
+            return fn()  # the loop has not started: nothing to race
         if not done.wait(timeout):
             raise DeviceError("the frame loop did not pick up the command in time; is the camera stalled?")
         if "error" in box:
