@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+MAX_INCHES = 24.0  # confusion matrix side: 2,400 px at 100 dpi
+MAX_TICK_LABELS = 100
+MAX_COUNTS = 50  # classes up to which every cell's count is written
+
 
 def _plt():
     import matplotlib
@@ -47,19 +51,26 @@ def plot_confusion_matrix(cm: np.ndarray, labels: Sequence[str], path: Path, tit
     plt = _plt()
     cm = np.asarray(cm)
     n = len(labels)
-    size = max(4.0, 0.6 * n + 2)
+    # capped: 0.6 inch per class made 1,000 classes a 60,000 px square with a million text objects
+    size = min(max(4.0, 0.6 * n + 2), MAX_INCHES)
     fig, ax = plt.subplots(figsize=(size, size))
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    step = max(1, -(-n // MAX_TICK_LABELS))  # every step-th class named when they no longer fit
+    ticks = range(0, n, step)
+    names = [labels[i] for i in ticks]
+    fontsize = 10 if n <= 40 else 6
+    # parse_math=False: class names are folder names / CSV cells, "$1_$5" is not TeX (it crashed savefig)
+    ax.set_xticks(ticks, names, rotation=45, ha="right", fontsize=fontsize, parse_math=False)
+    ax.set_yticks(ticks, names, fontsize=fontsize, parse_math=False)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center",
-                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
-    ax.set_title(title or "confusion matrix")
+    if n <= MAX_COUNTS:  # beyond that the cells are too small to read a number in
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                        color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    ax.set_title(title or "confusion matrix", parse_math=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

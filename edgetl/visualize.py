@@ -391,8 +391,10 @@ def save_gradcam(image: np.ndarray, cam: GradCam, labels: Sequence[str], path: P
     axes[0].set_title("input", fontsize=9)
     axes[1].imshow(overlay(image, cam.heatmap))
     name = labels[cam.class_index] if cam.class_index < len(labels) else str(cam.class_index)
-    axes[1].set_title(f"Grad-CAM: {name} (p={cam.probabilities[cam.class_index]:.2f})", fontsize=9)
-    fig.suptitle(f"layer {cam.layer}", fontsize=8)
+    # parse_math=False: class names like "$1_$5" are not TeX (matplotlib raised at savefig)
+    axes[1].set_title(f"Grad-CAM: {name} (p={cam.probabilities[cam.class_index]:.2f})", fontsize=9,
+                      parse_math=False)
+    fig.suptitle(f"layer {cam.layer}", fontsize=8, parse_math=False)
     for ax in axes:
         ax.axis("off")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
@@ -540,7 +542,8 @@ def save_contact_sheet(items: Sequence[Misclassified], path: Path, cols: int = 4
         ax.axis("off")
     for ax, it in zip(axes.flat, items, strict=False):
         ax.imshow(overlay(it.image, it.heatmap))
-        ax.set_title(f"{it.true_label} → {it.predicted} ({it.probability:.2f})\n{it.path.name[:28]}", fontsize=8)
+        ax.set_title(f"{it.true_label} → {it.predicted} ({it.probability:.2f})\n{it.path.name[:28]}", fontsize=8,
+                     parse_math=False)  # class and file names are not TeX: "$1_$5" raised at savefig
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
