@@ -360,7 +360,9 @@ def loco_scores(name: str, train: FitData, val_probs: np.ndarray | None, val_emb
         p_extra = None
     sub = FitData(p_tr, train.embeddings[keep], y_tr, c, train.outliers, train.options)
     known = val_labels != held
-    scorer = fit_scorer(name, sub, calib=(p_tr, train.embeddings[keep]))
+    # standardise `combined` on held-out known frames as `fit_run` does on validation: on its own training
+    # frames the kNN part is ~0 (std floored at 1e-3) and swamps the sum, so loco rated plain kNN as "combined"
+    scorer = fit_scorer(name, sub, calib=(p_val[known], val_emb[known]))
     s = scorer.score_batch(p_val, val_emb)
     out = {"known": s[known], "unknown": s[~known]}
     if extra_unknown is not None and p_extra is not None:
@@ -439,7 +441,7 @@ def plot_scores(known: np.ndarray, unknown: np.ndarray, threshold: float | None,
     ax2.set_xlabel("false-alarm rate (known flagged)")
     ax2.set_ylabel("detection rate (unknown flagged)")
     ax2.legend(loc="lower right")
-    fig.suptitle(title)
+    fig.suptitle(title, parse_math=False)  # holds the unknown folder's name: "$$x" is not TeX
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -678,7 +680,8 @@ def plot_loco(summary: dict[str, Any], labels: list[str], path: Path) -> Path:
         vals = [summary[name]["per_class"].get(c, np.nan) for c in labels]
         ax.bar(np.arange(len(labels)) + i * width, vals, width, label=f"{name} ({summary[name]['mean_auroc']:.2f})")
     ax.axhline(0.5, color="grey", ls=":")
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right")
+    # parse_math=False: class names like "$1_$5" are not TeX (matplotlib raised at savefig)
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right", parse_math=False)
     ax.set_ylabel("AUROC (held-out class as unknown)")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=7, ncol=2)

@@ -111,3 +111,14 @@ def test_fit_refuses_a_missing_run_and_a_missing_tflite(tmp_path, tiny_export_ru
     assert r.exit_code == 2 and "does not exist" in r.output
     r = invoke("openset", "fit", tiny_export_run, "--tflite", tmp_path / "model.tflite")
     assert r.exit_code == 2 and "edgetl export" in r.output
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan"])
+def test_shrinkage_outside_0_1_is_refused(tiny_export_run, tmp_path, value):
+    # above 1 the "shrunk" covariance has negative eigenvalues along the main class directions: they were
+    # clamped to 1e-12 and the detector silently scored by numerical noise (fit exited 0)
+    r = invoke("openset", "fit", tiny_export_run, "--scorer", "mahalanobis", "--shrinkage", value,
+               "--out", tmp_path)
+    assert r.exit_code == 2, r.output
+    assert "--shrinkage" in r.output and "between 0 and 1" in r.output
+    assert not (tmp_path / "openset.json").exists()

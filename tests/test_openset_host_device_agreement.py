@@ -46,7 +46,8 @@ def exported(tiny_export_run, tmp_path_factory):
     return tmp, frames, generate_keys(tmp / "keys/publisher"), sign_bundle
 
 
-@pytest.mark.parametrize("scorer", ["relative_mahalanobis", "combined", "msp"])
+@pytest.mark.parametrize("scorer", ["relative_mahalanobis", "combined", "msp", "knn", "energy", "maxlogit", "cosine",
+                                    "mahalanobis"])
 def test_device_scores_from_the_bundle_equal_host_scores(tiny_export_run, exported, scorer):
     tmp, frames, (private, public), sign_bundle = exported
     bundle_dir = tmp / "bundle"

@@ -212,3 +212,35 @@ def test_outlier_exposure_raises_energy_of_outlier_like_frames(world):
     gain_oe = auroc(oe.score_batch(None, known), oe.score_batch(None, fresh))
     assert gain_oe > gain_plain
     assert (oe.logits(known).argmax(1) == world["y_va"]).mean() > 0.95  # still classifies the known classes
+
+
+def test_leave_one_class_out_rates_combined_as_fit_ships_it():
+    """`--scorer auto` and `openset loco` rate `combined` as `fit` builds it: parts standardised on held-out
+    known frames. Standardised on its own training frames, the kNN part (distance 0 to itself) got the 1e-3
+    std floor and swamped the sum, so loco's "combined" was just kNN."""
+    from edgetl.openset import _drop_class, loco_scores
+
+    rng = np.random.default_rng(3)
+    c = 5
+    centers = l2_normalise(0.3 * np.eye(D)[:c] + 1.0)  # near classes, anisotropic spread
+    scale = np.linspace(0.2, 2.0, D)
+
+    def draw(n):
+        e = np.concatenate([m + 0.1 * rng.standard_normal((n, D)) * scale for m in centers])
+        return l2_normalise(e), np.repeat(np.arange(c), n)
+
+    e_tr, y_tr = draw(100)
+    e_va, y_va = draw(60)
+    train = FitData(np.full((len(y_tr), c), 1 / c), e_tr, y_tr, c)
+    loco = {n: leave_one_class_out([n], train, None, e_va, y_va)[n] for n in ("knn", "combined")}
+    for row in loco["combined"]:
+        held = row["held"]
+        keep, known = y_tr != held, y_va != held
+        sub = FitData(np.full((keep.sum(), c - 1), 1 / (c - 1)), e_tr[keep], _drop_class(y_tr[keep], held), c - 1)
+        shipped = fit_scorer("combined", sub, calib=(None, e_va[known]))  # what `fit` does with validation frames
+        s = shipped.score_batch(None, e_va)
+        assert row["auroc"] == pytest.approx(auroc(s[known], s[~known]), abs=1e-9)
+        np.testing.assert_allclose(loco_scores("combined", train, None, e_va, y_va, held)["known"], s[known],
+                                   rtol=1e-5, atol=1e-5)
+    mean = {n: np.mean([r["auroc"] for r in rows]) for n, rows in loco.items()}
+    assert mean["combined"] > mean["knn"] + 0.03, mean

@@ -28,6 +28,8 @@ def _options(k: int, bank_size: int, shrinkage: float, knn_space: str, backgroun
     if background not in BACKGROUND_SPACES:
         raise typer.BadParameter(f"must be one of {', '.join(BACKGROUND_SPACES)} (got {background!r})",
                                  param_hint="--background")
+    if not 0.0 <= shrinkage <= 1.0:  # also NaN; above 1 the covariance turns negative and scores become noise
+        raise typer.BadParameter(f"must be between 0 and 1 (got {shrinkage})", param_hint="--shrinkage")
     return {"k": k, "bank_size": bank_size, "shrinkage": shrinkage, "knn_space": knn_space,
             "background": background}
 
