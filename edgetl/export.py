@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -422,8 +423,8 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
         raise EdgetlError(f"--io {io} needs --quant int8 (a {quant} model has float32 inputs and outputs)")
     if edgetpu and (quant != "int8" or io == "float32"):
         raise EdgetlError("--edgetpu needs --quant int8 with --io uint8 or int8 (the Edge TPU runs 8-bit only)")
-    if not max_drop >= 0:  # negative or NaN: every export would fail parity, after a full conversion
-        raise EdgetlError(f"--max-drop must be a number of accuracy points >= 0 (got {max_drop})")
+    if math.isnan(max_drop):  # NaN compares false: every export would fail parity, after a full conversion
+        raise EdgetlError(f"--max-drop must be a number of accuracy points (got {max_drop})")
     out = Path(out) if out is not None else run.path / "export"
     if out.exists() and not out.is_dir():
         raise EdgetlError(f"--out {out} is a file; give a folder for the bundle")
