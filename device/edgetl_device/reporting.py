@@ -49,21 +49,30 @@ class JsonlReporter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.device_id = device_id
         self._lock = threading.Lock()
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        # a crash mid-write can leave a partial last line: the next event must not be glued to it
+        self._torn = _ends_torn(self._fd)
         self._seq = _last_seq(self.path)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the runtime
 
     def publish(self, kind: str, payload: dict[str, Any]) -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown message kind {kind!r}; expected one of {KINDS}")
         with self._lock:
+            if self._fd is None:
+                raise ValueError("JsonlReporter is stopped")
             record = dict(payload)
+            seq = self._seq + 1
             if kind == "event":
-                self._seq += 1
-                record["seq"] = self._seq
+                record["seq"] = seq
             line = json.dumps({"kind": kind, "time": time.time(), "payload": record}, separators=(",", ":"))
-            self._file.write(line + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                _append_all_or_nothing(self._fd, (("\n" if self._torn else "") + line + "\n").encode("utf-8"))
+            except OSError:
+                self._torn = _ends_torn(self._fd)  # the partial line could not be cut off
+                raise
+            self._torn = False
+            if kind == "event":
+                self._seq = seq  # only a stored event uses up a seq: no gaps after a failed write
 
     def subscribe(self, on_command: CommandHandler) -> None:
         # A local log has no command channel; commands come over MQTT.
@@ -71,8 +80,30 @@ class JsonlReporter:
 
     def stop(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                self._file.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _append_all_or_nothing(fd: int, data: bytes) -> None:
+    """Append `data` durably, or raise leaving the file as it was (no buffered remainder written later)."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        done = 0
+        while done < len(data):
+            done += os.write(fd, data[done:])
+        os.fsync(fd)
+    except OSError:
+        try:
+            os.ftruncate(fd, start)  # drop a partial line (e.g. ENOSPC): a failed publish stores nothing
+        except OSError:
+            log.warning("could not cut a partial line from the event log")
+        raise
+
+
+def _ends_torn(fd: int) -> bool:
+    size = os.lseek(fd, 0, os.SEEK_END)
+    return bool(size) and os.pread(fd, 1, size - 1) != b"\n"
 
 
 def _last_seq(path: Path) -> int:
