@@ -52,6 +52,9 @@ def evaluate(run: str | Path | Run, data=None, *, split: str | None = None, top_
                           f"({', '.join(run.labels)}); evaluate on data with the same classes")
     x, ok, failures = run.load_images([s.path for s in samples])
     if not ok:
+        if data is None:  # split.csv holds absolute paths: a run copied to another machine points nowhere
+            raise EdgetlError(f"none of the {len(samples)} images listed in {run.path / 'split.csv'} can be read "
+                              f"({failures[0][1]}); was the dataset moved? pass it with --data DIR")
         raise EdgetlError("no readable images to evaluate")
     index = {c: i for i, c in enumerate(run.labels)}
     y = np.array([index[samples[i].label] for i in ok])

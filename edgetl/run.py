@@ -50,6 +50,9 @@ class Run:
         if not self.path.is_dir():
             raise EdgetlError(f"run folder {self.path} does not exist; train one with `edgetl train DATA --out RUN`")
         missing = [f for f in REQUIRED if not (self.path / f).is_file()]
+        if missing and (self.path / "manifest.json").is_file():  # "re-run train" would send them the wrong way
+            raise EdgetlError(f"{self.path} is an exported model bundle, not a run folder; give the run folder "
+                              f"it was exported from (the one holding {MODEL_FILE} and config.json)")
         if missing:
             raise EdgetlError(f"{self.path} is not a complete run folder (missing {', '.join(missing)}); "
                               "re-run `edgetl train`")
@@ -59,15 +62,30 @@ class Run:
 
     @cached_property
     def labels(self) -> list[str]:
-        return [ln.strip() for ln in (self.path / "labels.txt").read_text().splitlines() if ln.strip()]
+        # utf-8-sig: labels.txt saved by Windows Notepad starts with a BOM that would glue onto the first class
+        text = (self.path / "labels.txt").read_text(encoding="utf-8-sig")
+        return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
     @cached_property
     def config(self) -> dict:
-        return json.loads((self.path / "config.json").read_text())
+        # a hand-edited or truncated config.json must name the file, not surface as a JSON/KeyError traceback
+        try:
+            cfg = json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise EdgetlError(f"{self.path / 'config.json'} is not readable JSON ({exc}); restore the config.json "
+                              "written by `edgetl train`") from exc
+        if not isinstance(cfg, dict):
+            raise EdgetlError(f"{self.path / 'config.json'} is not a JSON object; restore the config.json "
+                              "written by `edgetl train`")
+        return cfg
 
     @property
     def size(self) -> int:
-        return int(self.config["size"])
+        try:
+            return int(self.config["size"])
+        except (KeyError, TypeError, ValueError) as exc:  # the model's input size: nothing works without it
+            raise EdgetlError(f"{self.path / 'config.json'} has no valid `size` (the model's input size); "
+                              "restore the config.json written by `edgetl train`") from exc
 
     @property
     def center_crop(self) -> float | None:

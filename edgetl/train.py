@@ -468,7 +468,7 @@ def _write_run(out: Path, model, cfg: TrainConfig, classes, splits, history, met
         elif p.exists() or p.is_symlink():
             p.unlink()
     model.save(out / "model.keras")
-    (out / "labels.txt").write_text("".join(c + "\n" for c in classes))
+    (out / "labels.txt").write_text("".join(c + "\n" for c in classes), encoding="utf-8")  # Run reads UTF-8
     config = {**asdict(cfg), "data": spec.describe(), "val_data": val_spec.describe() if val_spec else None,
               "num_classes": len(classes), "counts": {k: len(v) for k, v in splits.items()},
               "input": {"dtype": "float32", "range": [0, 255], "shape": [cfg.size, cfg.size, 3], "color": "RGB"}}
