@@ -423,10 +423,9 @@ def near_pairs(hashes: Sequence[int], max_distance: int, block_elements: int = 4
 
 
 def hamming_matrix(hashes: Sequence[int]) -> np.ndarray:
-    """Pairwise Hamming distances between 64-bit hashes (n×n, int)."""
-    bits = np.unpackbits(np.array(hashes, dtype=">u8").view(np.uint8).reshape(-1, 8), axis=1).astype(np.float32)
-    same = bits @ bits.T + (1 - bits) @ (1 - bits).T
-    return (64 - same).astype(np.int32)
+    """Pairwise Hamming distances between 64-bit hashes (n×n, int); near_pairs searches large sets."""
+    h = np.array(hashes, dtype=np.uint64)
+    return np.bitwise_count(h[:, None] ^ h[None, :]).astype(np.int32)
 
 
 # An image holds no more detail than its thumbnail at ratio r when shrinking it to r of its size and enlarging

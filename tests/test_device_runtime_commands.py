@@ -7,15 +7,19 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
-from edgetl_device.config import DeviceConfig
+from edgetl_device.config import DeviceConfig, load_config
 from edgetl_device.errors import DeviceError
 from edgetl_device.reporting import read_jsonl
 from edgetl_device.runtime import Runtime
+from tests.support.device_config import vtest_device_dict
 
 
 def vtest_config(shared_data, data_dir, **camera) -> DeviceConfig:
@@ -30,6 +34,29 @@ def vtest_config(shared_data, data_dir, **camera) -> DeviceConfig:
         "storage": {"data_dir": data_dir, "min_free_mb": 1},
         "runtime": {"status_interval": 0.5},
     })
+
+
+@contextmanager
+def started(runtime: Runtime) -> Iterator[Runtime]:
+    """The runtime's frame loop on a thread, stopped and joined on the way out."""
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+        thread.join(timeout=20)
+
+
+def from_file(path, data: dict) -> Runtime:
+    """A runtime on `data` written to the config file `path` (so reload_config reads it back)."""
+    path.write_text(yaml.safe_dump(data))
+    return Runtime(load_config(path), config_path=path)
+
+
+def looped_vtest(shared_data, device_id: str, tmp_path, **sections) -> dict:
+    return vtest_device_dict(shared_data, device_id, tmp_path / "data", camera={"paced": True, "loop": True},
+                             **sections)
 
 
 def test_vtest_as_camera_status_snapshot(shared_data, tmp_path):
@@ -105,10 +132,7 @@ def make_bundle(shared_data, root, keys, version: str):
 def test_low_disk_refuses_snapshots_like_recordings(shared_data, tmp_path):
     cfg = vtest_config(shared_data, tmp_path / "data", paced=True, loop=True)
     cfg.storage.min_free_mb = 1e9  # the disk is always "low"
-    runtime = Runtime(cfg)
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
-    try:
+    with started(Runtime(cfg)) as runtime:
         deadline = time.monotonic() + 20
         while runtime.frames_in < 3 or not runtime.disk_low:
             assert time.monotonic() < deadline, "runtime did not start / check the disk"
@@ -118,9 +142,6 @@ def test_low_disk_refuses_snapshots_like_recordings(shared_data, tmp_path):
         with pytest.raises(DeviceError, match="disk is low"):
             runtime.start_manual_recording()
         assert not (tmp_path / "data/snapshots").exists() or not list((tmp_path / "data/snapshots").iterdir())
-    finally:
-        runtime.stop()
-        thread.join(timeout=20)
 
 
 def test_swap_model_to_a_signed_bundle_and_refuse_a_tampered_one(shared_data, tmp_path):
@@ -229,22 +250,9 @@ def test_open_set_arrays_with_nan_are_refused_at_load(shared_data, tiny_export_r
 
 
 def test_reload_config_applies_new_settings_and_keeps_old_ones_on_a_bad_file(shared_data, tmp_path):
-    import yaml
-
-    from edgetl_device.config import load_config
-
-    models = shared_data / "models"
-    data = {"device_id": "cam-reload", "camera": {"source": str(shared_data / "videos/vtest.avi"), "paced": True,
-                                                  "loop": True},
-            "model": {"path": str(models / "mobilenet_v1_0.25_128_quant.tflite"),
-                      "labels": str(models / "imagenet_labels.txt"), "num_threads": 1},
-            "decision": {"k": 3, "n": 5}, "storage": {"data_dir": str(tmp_path / "data"), "min_free_mb": 1}}
+    data = looped_vtest(shared_data, "cam-reload", tmp_path, decision={"k": 3, "n": 5})
     path = tmp_path / "device.yaml"
-    path.write_text(yaml.safe_dump(data))
-    runtime = Runtime(load_config(path), config_path=path)
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
-    try:
+    with started(from_file(path, data)) as runtime:
         while runtime.frames_in < 2:
             time.sleep(0.05)
         data["decision"] = {"k": 2, "n": 4, "record_classes": ["person"]}
@@ -262,31 +270,14 @@ def test_reload_config_applies_new_settings_and_keeps_old_ones_on_a_bad_file(sha
         before = runtime.frames_in
         time.sleep(0.4)
         assert runtime.frames_in > before  # still running
-    finally:
-        runtime.stop()
-        thread.join(timeout=20)
 
 
 def test_reload_ends_the_events_of_objects_in_view_and_keeps_the_disk_guard(shared_data, tmp_path):
-    import yaml
-
-    from edgetl_device.config import load_config
-
-    models = shared_data / "models"
-    data = {"device_id": "cam-reload-obj", "camera": {"source": str(shared_data / "videos/vtest.avi"), "paced": True,
-                                                      "loop": True},
-            "model": {"path": str(models / "mobilenet_v1_0.25_128_quant.tflite"),
-                      "labels": str(models / "imagenet_labels.txt"), "num_threads": 1},
-            "motion": {"enabled": False},
-            "decision": {"record_unknown": True, "unknown_threshold": 0.001, "k": 1, "n": 1},  # all unknown
-            "recording": {"enabled": False},
-            "storage": {"data_dir": str(tmp_path / "data"), "min_free_mb": 1e9}}  # the disk is always "low"
-    path = tmp_path / "device.yaml"
-    path.write_text(yaml.safe_dump(data))
-    runtime = Runtime(load_config(path), config_path=path)
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
-    try:
+    data = looped_vtest(shared_data, "cam-reload-obj", tmp_path, motion={"enabled": False},
+                        decision={"record_unknown": True, "unknown_threshold": 0.001, "k": 1, "n": 1},  # all unknown
+                        recording={"enabled": False},
+                        storage={"min_free_mb": 1e9})  # the disk is always "low"
+    with started(from_file(tmp_path / "device.yaml", data)) as runtime:
         deadline = time.monotonic() + 20
         while runtime.decider.active is None or not runtime.disk_low:
             assert time.monotonic() < deadline, "no unknown object / disk check"
@@ -294,34 +285,17 @@ def test_reload_ends_the_events_of_objects_in_view_and_keeps_the_disk_guard(shar
         first = runtime.decider.active.object_id
         runtime.reload_config()
         assert runtime.disk_low and not runtime.storage.recording_allowed, "reload lifted the low-disk guard"
-    finally:
-        runtime.stop()
-        thread.join(timeout=20)
     events = read_jsonl(tmp_path / "data/events.jsonl", "event")
     types = [e["type"] for e in events if e["object_id"] == first]
     assert types[0] == "start" and types[-1] == "end", f"the object in view at the reload never ended: {types}"
 
 
 def test_reload_during_a_clip_applies_the_new_recording_settings_once_it_ends(shared_data, tmp_path):
-    import yaml
-
-    from edgetl_device.config import load_config
-
-    models = shared_data / "models"
-    data = {"device_id": "cam-reload-rec", "camera": {"source": str(shared_data / "videos/vtest.avi"), "paced": True,
-                                                      "loop": True},
-            "model": {"path": str(models / "mobilenet_v1_0.25_128_quant.tflite"),
-                      "labels": str(models / "imagenet_labels.txt"), "num_threads": 1},
-            "decision": {"record_unknown": False},
-            "recording": {"pre_roll": 0.2, "post_roll": 0.2, "cooldown": 0},
-            "storage": {"data_dir": str(tmp_path / "data"), "min_free_mb": 1}}
+    data = looped_vtest(shared_data, "cam-reload-rec", tmp_path, decision={"record_unknown": False},
+                        recording={"pre_roll": 0.2, "post_roll": 0.2, "cooldown": 0})
     path = tmp_path / "device.yaml"
-    path.write_text(yaml.safe_dump(data))
-    runtime = Runtime(load_config(path), config_path=path)
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
     clips = tmp_path / "data/clips"
-    try:
+    with started(from_file(path, data)) as runtime:
         deadline = time.monotonic() + 20
         while runtime.frames_in < 3:
             assert time.monotonic() < deadline, "runtime did not start"
@@ -344,9 +318,6 @@ def test_reload_during_a_clip_applies_the_new_recording_settings_once_it_ends(sh
         time.sleep(0.5)
         assert not runtime.status()["recording"] and len(list(clips.glob("*.json"))) == 1, "recording.enabled: " \
             "false was ignored because the reload came while a clip was open"
-    finally:
-        runtime.stop()
-        thread.join(timeout=20)
 
 
 def test_timed_manual_recording_ends_its_event_with_the_clip(running, tmp_path):

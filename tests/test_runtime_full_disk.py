@@ -6,10 +6,11 @@ import json
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
 import yaml
+
+from tests.support.device_config import device_cli, vtest_device_dict
 
 
 def test_status_reports_on_a_full_disk_do_not_stop_the_runtime(shared_data, tmp_path):
@@ -18,18 +19,10 @@ def test_status_reports_on_a_full_disk_do_not_stop_the_runtime(shared_data, tmp_
         pytest.skip("needs `unshare -rm` (user and mount namespaces) to mount a tiny tmpfs")
     disk = tmp_path / "disk"
     disk.mkdir()
-    models = shared_data / "models"
-    config = {
-        "device_id": "cam-full",
-        "camera": {"source": str(shared_data / "videos/vtest.avi")},
-        "model": {"path": str(models / "mobilenet_v1_0.25_128_quant.tflite"),
-                  "labels": str(models / "imagenet_labels.txt"), "num_threads": 1},
-        "storage": {"data_dir": str(disk / "data"), "min_free_mb": 1},
-        "runtime": {"status_interval": 0.2, "log_format": "json"},
-    }
+    config = vtest_device_dict(shared_data, "cam-full", disk / "data",
+                               runtime={"status_interval": 0.2, "log_format": "json"})
     (tmp_path / "device.yaml").write_text(yaml.safe_dump(config))
-    exe = shutil.which("edgetl-device")
-    cmd = shlex.join([exe] if exe else [sys.executable, "-m", "edgetl_device.cli"])
+    cmd = shlex.join(device_cli())
     script = (f"mount -t tmpfs -o size=256k tmpfs {disk} && mkdir {disk}/data && "
               f"(dd if=/dev/zero of={disk}/filler bs=4k 2>/dev/null; true) && "
               f"exec {cmd} run --config {tmp_path / 'device.yaml'} --max-frames 60")

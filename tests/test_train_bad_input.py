@@ -59,6 +59,14 @@ def test_single_class(tmp_path):
                                                "none"])
 
 
+def write_csv(path, header: list[str], rows: list[list]):
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
 def test_all_images_of_a_class_unreadable(tmp_path):
     data = make_image_dataset(tmp_path / "d", ("a", "b"), n=4, size=32)
     for p in (data / "b").iterdir():
@@ -69,13 +77,9 @@ def test_all_images_of_a_class_unreadable(tmp_path):
 
 def test_csv_rows_pointing_at_missing_files(tmp_path):
     data = make_image_dataset(tmp_path / "d", ("a", "b"), n=3, size=32)
-    manifest = tmp_path / "m.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "cls"])
-        for p in sorted(data.rglob("*.png")):
-            w.writerow([p.relative_to(tmp_path), p.parent.name])
-        w.writerow(["d/a/vanished.png", "a"])
+    manifest = write_csv(tmp_path / "m.csv", ["file", "cls"],
+                         [[p.relative_to(tmp_path), p.parent.name] for p in sorted(data.rglob("*.png"))]
+                         + [["d/a/vanished.png", "a"]])
     msg = _cli_error(["train", "--csv", str(manifest), "--path-column", "file", "--label-column", "cls",
                       "--out", str(tmp_path / "run"), "--weights", "none"])
     assert "missing files" in msg and "vanished.png" in msg
@@ -175,12 +179,8 @@ def test_class_names_that_labels_txt_cannot_hold(tmp_path):
         train(data, tmp_path / "run", **CACHED)
     assert not (tmp_path / "run").exists()
     images = make_image_dataset(tmp_path / "imgs", ("a", "b"), n=3, size=32)
-    manifest = tmp_path / "m.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label"])
-        for p in sorted(images.rglob("*.png")):
-            w.writerow([p, "two\nlines" if p.parent.name == "a" else "b"])  # a quoted cell with a line break
+    manifest = write_csv(tmp_path / "m.csv", ["path", "label"],  # a quoted cell with a line break:
+                         [[p, "two\nlines" if p.parent.name == "a" else "b"] for p in sorted(images.rglob("*.png"))])
     assert "line break" in _cli_error(["train", "--csv", str(manifest), "--out", str(tmp_path / "run2"),
                                        "--weights", "none"])
 

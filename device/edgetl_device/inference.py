@@ -9,7 +9,6 @@ single output is the probabilities.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 from pathlib import Path
@@ -272,12 +271,10 @@ def load_model(model_cfg: Any, trusted_keys: list[Path] | None = None) -> tuple[
 
 
 def _tpu_available() -> bool:
-    from edgetl_device.interpreter import EDGETPU_LIBRARY, backend_module
+    from edgetl_device.interpreter import backend_module, load_edgetpu_delegate
 
     try:
-        ctypes.CDLL(EDGETPU_LIBRARY)  # probe first: a failed load_delegate prints a traceback from Delegate.__del__
-        _, module = backend_module()
-        module.load_delegate(EDGETPU_LIBRARY)
+        load_edgetpu_delegate(backend_module()[1])
         return True
     except Exception:  # any failure means: no usable TPU here
         return False

@@ -98,6 +98,14 @@ def is_edgetpu_model(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def load_edgetpu_delegate(module: Any) -> Any:
+    """The Edge TPU delegate of a backend module; raises (OSError, ValueError, ...) when there is no TPU."""
+    # Probe the shared library first: a failed load_delegate leaves a half-built Delegate whose destructor
+    # raises (and prints a traceback) inside LiteRT.
+    ctypes.CDLL(EDGETPU_LIBRARY)
+    return module.load_delegate(EDGETPU_LIBRARY)
+
+
 def load_interpreter(path: str | os.PathLike[str], num_threads: int | None = None,
                      delegate: str = "auto") -> Any:
     """An allocated interpreter for `path`.
@@ -114,10 +122,7 @@ def load_interpreter(path: str | os.PathLike[str], num_threads: int | None = Non
     delegates = []
     if want_tpu:
         try:
-            # Probe the shared library first: a failed load_delegate leaves a half-built Delegate whose
-            # destructor raises inside LiteRT.
-            ctypes.CDLL(EDGETPU_LIBRARY)
-            delegates = [module.load_delegate(EDGETPU_LIBRARY)]
+            delegates = [load_edgetpu_delegate(module)]
         except (ValueError, OSError, RuntimeError) as exc:
             raise DeviceError(
                 f"{path.name} is compiled for the Edge TPU but no Edge TPU is available "

@@ -241,6 +241,18 @@ class Runtime:
             model_version=self.model.model_version, classes=dict(obj.labels)))
         log.info("object %s %s: %s (score %.2f)", obj.object_id[:8], t.type, obj.label, obj.best_score)
 
+    def _frame_time(self) -> float:
+        """The newest frame's timestamp (the clock events and clips use), or now when there is no frame."""
+        frame = self.camera.latest() if self.camera else None
+        return frame.timestamp if frame is not None else time.time()
+
+    def _end_objects(self) -> float:
+        """Publish the end of every object in view (the decider is replaced, or the runtime stops)."""
+        now = self._frame_time()
+        for t in self.decider.finish(now):
+            self._publish_transition(t, now)
+        return now
+
     def _publish_event(self, event: dict[str, Any]) -> None:
         try:
             self.reporter.publish("event", event)
@@ -283,9 +295,7 @@ class Runtime:
         with self._tasks_lock:
             self.state = "stopping"
         self._run_tasks()  # commands queued after the loop's last task run: apply and answer them, never wait
-        now = self.camera.latest().timestamp if self.camera and self.camera.latest() else time.time()
-        for t in self.decider.finish(now):
-            self._publish_transition(t, now)
+        now = self._end_objects()
         if self._manual_object is not None:
             self._end_manual(now)  # like the objects' events above: never left open
         if self.recorder is not None:
@@ -432,7 +442,7 @@ class Runtime:
         object_id = uuid.uuid4().hex
 
         def start() -> None:
-            now = self.camera.latest().timestamp if self.camera and self.camera.latest() else time.time()
+            now = self._frame_time()
             if self.recorder is None:
                 raise DeviceError("no frame yet: the camera has not delivered any image")
             self.recorder.start_manual(now, duration)
@@ -471,10 +481,7 @@ class Runtime:
             log.warning("camera/model changes in %s take effect after a restart", self.config_path)
 
         def apply() -> None:
-            # the old decider's objects end here (as in swap_model): a new decider would leave their events open
-            now = self.camera.latest().timestamp if self.camera and self.camera.latest() else time.time()
-            for t in self.decider.finish(now):
-                self._publish_transition(t, now)
+            self._end_objects()  # as in swap_model: a new decider would leave their events open
             self.config.motion, self.config.decision = new.motion, new.decision
             self.config.recording, self.config.storage = new.recording, new.storage
             self.gate = MotionGate(new.motion)
@@ -496,9 +503,7 @@ class Runtime:
         scorer, threshold = scorer_for(bundle, model)
 
         def apply() -> None:
-            for t in self.decider.finish(self.camera.latest().timestamp if self.camera and self.camera.latest()
-                                         else time.time()):
-                self._publish_transition(t, time.time())
+            self._end_objects()
             self.model, self.bundle = model, bundle
             self.decider = Decider(model.labels, self.config.decision, scorer, threshold)
             if self.recorder is not None:
