@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from edgetl.errors import EdgetlError
 from edgetl.fleet.deploy import BundleServer, CommandSession, plan_waves, resolve_devices, rollout, update_args
 from edgetl.fleet.mqtt import BrokerOptions
 from edgetl.fleet.sim import SimDevice
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +131,32 @@ def test_good_bundle_reaches_every_device_over_http(broker, tmp_path, keys, arch
             # a silent device is a failure too
             ghost = session.run(["ghost"], "ping", timeout=0.5)[0]
             assert not ghost.ok and not ghost.answered
+    finally:
+        for d in devs:
+            d.stop()
+
+
+def test_broker_restart_between_waves_halts_honestly_instead_of_crashing(broker, tmp_path, keys, archive):
+    """The broker goes away after the canary: the next wave is sent while the link is down. The rollout must
+    not crash half-done; each device's result matches the model it really runs."""
+    devs = _fleet(broker, tmp_path, {"cam1": keys["pub"], "cam2": keys["pub"], "cam3": keys["pub"]})
+    restarted = threading.Event()
+    try:
+        with CommandSession(BrokerOptions(url=broker.url)) as session:
+            def restart_broker_after_canary(i: int, _results: list) -> None:
+                if i == 0:
+                    broker.kill()
+                    assert wait_until(lambda: not session.client.is_connected(), 5)
+                    threading.Timer(1.5, lambda: (broker.start(), restarted.set())).start()
+
+            report = rollout(session, ["cam1", "cam2", "cam3"], update_args(archive, "path"), canary=1,
+                             timeout=15, on_wave=restart_broker_after_canary)
+        assert restarted.wait(10)
+        results = {r.device_id: r for w in report.waves for r in w}
+        assert results["cam1"].ok and devs[0].model_version == "2.0.0"
+        for d in devs[1:]:  # reached after the restart (ok) or missed it (no answer, halted): never a lie
+            assert results[d.device_id].ok == (d.model_version == "2.0.0"), results[d.device_id]
+        assert report.halted == (not all(r.ok for r in results.values()))
     finally:
         for d in devs:
             d.stop()

@@ -90,6 +90,12 @@ class CommandSession:
     def send_payload(self, device_id: str, command: str, payload: dict[str, Any]) -> None:
         info = self.client.publish(command_topic(self.broker.prefix, device_id, command), json.dumps(payload),
                                    qos=1)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            # The broker is away (restart, network cut) and paho reconnects by itself: it keeps this QoS 1
+            # message and sends it once the link is back. The wait for the device's answer bounds how long.
+            log.warning("broker %s unreachable; %s for %s goes out when it is back", self.broker.url, command,
+                        device_id)
+            return
         info.wait_for_publish(30)
 
     def wait(self, pending: dict[str, str | list[str]], command: str, timeout: float) -> list[CommandResult]:
@@ -181,7 +187,7 @@ def rollout(session: CommandSession, devices: Sequence[str], args: dict[str, Any
             report.halted = True
             report.not_attempted = [d for w in waves[i + 1:] for d in w]
             failed = [f"{r.device_id}: {r.detail}" for r in results if not r.ok]
-            log.error("rollout halted after wave %d (%s); %d device(s) keep their model",
+            log.error("rollout halted after wave %d (%s); %d device(s) not attempted keep their model",
                       i + 1, "; ".join(failed), len(report.not_attempted))
             break
     return report
