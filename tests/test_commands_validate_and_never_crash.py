@@ -66,6 +66,14 @@ def test_valid_commands_act_on_the_device_and_answer(target, reporter, tmp_path)
     ("ping", b"\xff\xfe", "not UTF-8 JSON"),
     ("ping", b"[1, 2]", "JSON object"),
     ("ping", b"{", "not UTF-8 JSON"),
+    # the exact texts docs/mqtt.md shows: one message per field, not one per branch of a number union
+    ("set_threshold", {"value": "0.5"}, "invalid set_threshold: value: Input should be a valid number"),
+    ("set_threshold", b'{"value": NaN}', "value: Input should be a finite number"),
+    ("set_threshold", b'{"value": -Infinity}', "value: Input should be a finite number"),
+    ("record", b'{"action": "start", "duration": NaN}', "duration: Input should be a finite number"),
+    # valid JSON nested past Python's recursion limit: a payload error, not a RecursionError traceback
+    pytest.param("ping", b"[" * 100_000 + b"]" * 100_000, "payload is nested too deeply", id="deep-array"),
+    pytest.param("ping", b'{"a": ' * 50_000 + b"1" + b"}" * 50_000, "payload is nested too deeply", id="deep-object"),
 ])
 def test_malformed_commands_get_an_error_result(target, reporter, tmp_path, name, doc, why):
     before = target.status()

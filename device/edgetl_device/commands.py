@@ -17,9 +17,9 @@ import time
 import uuid
 import weakref
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from edgetl_device.errors import DeviceError
 from edgetl_device.events import SCHEMA_VERSION
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 1_500_000  # an OTA chunk (1 MiB, base64) plus the envelope
 _NAME_RE = re.compile(r"^[a-z_]{1,32}$")
-Number = StrictFloat | StrictInt  # JSON numbers; "0.5" as a string is a type error, not coerced
+# JSON numbers (ints too); "0.5" as a string, true and NaN/Infinity are refused with one clear message each
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class CommandTarget(Protocol):
@@ -177,6 +178,8 @@ def parse(name: str, payload: bytes) -> Command:
         doc = json.loads(payload.decode("utf-8")) if payload.strip() else {}
     except (UnicodeDecodeError, ValueError) as exc:
         raise DeviceError(f"payload is not UTF-8 JSON ({str(exc)[:80]})") from None
+    except RecursionError:
+        raise DeviceError("payload is nested too deeply to parse") from None
     if not isinstance(doc, dict):
         raise DeviceError(f"payload must be a JSON object, not {type(doc).__name__}")
     try:
