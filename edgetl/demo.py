@@ -600,7 +600,11 @@ def run_device(out: Path, bundle_dir: Path, public_key: Path, video: Path, broke
     transport = f"{broker.url} (topic {topic})" if broker else f"local event log {data_dir / 'events.jsonl'}"
     echo(f"      events go to {transport}")
     holder: dict[str, Any] = {}
-    reporter = CountingReporter(make_reporter(config, lambda: holder["rt"].telemetry() if "rt" in holder else {}))
+    from edgetl_device.bundle import read_manifest
+
+    model_version = read_manifest(Path(bundle_dir))[1].get("model_version")  # the first "online" status names it
+    reporter = CountingReporter(make_reporter(config, lambda: holder["rt"].telemetry() if "rt" in holder else {},
+                                              model_version))
     try:
         runtime = Runtime(config, reporter=reporter)
         holder["rt"] = runtime

@@ -7,6 +7,8 @@ the 10,000-event version.
 
 from __future__ import annotations
 
+import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -109,6 +111,32 @@ def test_network_cut_mid_burst_loses_nothing(broker, tmp_path):
     report = delivery_report(sub.of("events"), 300)
     assert report["lost"] == 0 and report["seq_gaps"] == 0, report
     assert proxy.connections >= 2
+
+
+def test_event_after_a_quiet_spell_is_not_resent_as_stalled(broker, tmp_path, caplog):
+    # The stall guard (no PUBACK for 30 s: re-send everything) timed from the last PUBACK, so on a camera
+    # quiet for longer than that, every new event counted as stalled the moment it was sent: a false
+    # warning and a second copy. The broker is frozen for a moment so the PUBACK cannot win that race.
+    with Collector(broker.port) as sub:
+        reporter = reporter_for(broker.port, tmp_path)  # keepalive 5: the guard's 30 s floor applies
+        assert reporter.wait_connected(5)
+        reporter.publish("event", new_event(reporter.device_id, "start", "o1", "person", 0.9))
+        assert reporter.wait_drained(5)
+        time.sleep(31)  # quiet: no events, so no PUBACKs
+        broker.process.send_signal(signal.SIGSTOP)
+        try:
+            with caplog.at_level(logging.WARNING, logger="edgetl_device.mqtt"):
+                reporter.publish("event", new_event(reporter.device_id, "end", "o1", "person", 0.9))
+                time.sleep(2.0)
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+        assert reporter.wait_drained(10)
+        assert sub.wait_for(lambda s: len(s.of("events")) >= 2, 5)
+        time.sleep(0.5)  # a second copy, if one was sent, arrives by now
+        reporter.stop()
+    assert "no acknowledgement" not in caplog.text
+    report = delivery_report(sub.of("events"), 2)
+    assert report["lost"] == 0 and report["duplicates"] == 0, report
 
 
 def _publisher(port: int, outbox: Path, count: int) -> subprocess.Popen:

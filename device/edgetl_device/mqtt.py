@@ -57,6 +57,20 @@ def _dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), default=str)
 
 
+def _same_status(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
+    """Equal but for the time."""
+    return b is not None and {k: v for k, v in a.items() if k != "time"} == {k: v for k, v in b.items() if k != "time"}
+
+
+def _request_id(payload: bytes) -> str | None:
+    """A command's request_id, best effort (as edgetl_device.commands echoes it)."""
+    try:
+        rid = json.loads(payload).get("request_id")
+    except Exception:
+        return None
+    return rid[:128] if isinstance(rid, str) else None
+
+
 class MqttReporter:
     """Reporter over MQTT (paho-mqtt 2.x, MQTT 3.1.1). Starts connecting at once, in the background."""
 
@@ -77,6 +91,8 @@ class MqttReporter:
         self.model_version = model_version  # set before connecting: the first retained status carries it
         self.reconnects = 0
         self._status_extra: dict[str, Any] = {}  # fields of the last "online" status beyond the standard ones
+        self._status_lock = threading.Lock()  # publish() against _on_connect: the newest status is sent last
+        self._online_sent: dict[str, Any] | None = None  # the "online" status sent on this connection
         self.last_error: str | None = None
 
         self._connected = threading.Event()
@@ -108,13 +124,21 @@ class MqttReporter:
         if kind == "event":
             self._put_event(payload)
         elif kind == "status":
-            self.model_version = payload.get("model_version", self.model_version)
-            message = status_payload(self.device_id, payload.get("state", "online"), self.model_version)
-            extra = {k: v for k, v in payload.items() if k not in message}
-            message.update({**extra, **({"time": payload["time"]} if "time" in payload else {})})
-            if message["state"] == "online":
-                self._status_extra = extra  # re-published on reconnect: a broker restart must not erase disk_low
-            self.client.publish(self.topics["status"], _dumps(message), qos=1, retain=True)
+            with self._status_lock:
+                self.model_version = payload.get("model_version", self.model_version)
+                message = status_payload(self.device_id, payload.get("state", "online"), self.model_version)
+                extra = {k: v for k, v in payload.items() if k not in message}
+                message.update({**extra, **({"time": payload["time"]} if "time" in payload else {})})
+                if message["state"] == "online":
+                    self._status_extra = extra  # re-published on reconnect: a broker restart must not erase disk_low
+                    # Offline, _on_connect sends it (queued now, paho would send it after that newer one); connected,
+                    # only a change is sent: one "online" per connect, and the retained one is the newest.
+                    if not self._connected.is_set() or _same_status(message, self._online_sent):
+                        return
+                    self._online_sent = message
+                else:
+                    self._online_sent = None
+                self.client.publish(self.topics["status"], _dumps(message), qos=1, retain=True)
         elif kind == "telemetry":
             self.client.publish(self.topics["telemetry"], _dumps(self._telemetry(payload)), qos=0)
         else:  # cmd_result
@@ -215,9 +239,11 @@ class MqttReporter:
             self.reconnects += 1
         log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
         client.subscribe(f"{self.base}/cmd/+", qos=1)
-        online = {**status_payload(self.device_id, "online", self.model_version), **self._status_extra}
-        client.publish(self.topics["status"], _dumps(online), qos=1, retain=True)
-        self._connected.set()
+        with self._status_lock:
+            online = {**status_payload(self.device_id, "online", self.model_version), **self._status_extra}
+            client.publish(self.topics["status"], _dumps(online), qos=1, retain=True)
+            self._online_sent = online
+            self._connected.set()
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -235,7 +261,15 @@ class MqttReporter:
         try:
             self._commands.put_nowait((name, bytes(message.payload)))
         except queue.Full:
-            log.warning("command queue full; dropped command %r", name)
+            # Answered at once, on paho's thread (publish only queues): the sender learns to retry later.
+            waiting = self._commands.qsize()
+            log.warning("command queue full (%d waiting); refused command %r", waiting, name)
+            try:
+                self.publish("cmd_result", {"request_id": _request_id(message.payload), "command": name[:40],
+                                            "ok": False, "error": f"device busy: {waiting} commands waiting; "
+                                            "retry later", "duration_ms": 0.0})
+            except Exception:
+                log.exception("could not answer refused command %r", name)
 
     def _put_event(self, payload: dict[str, Any]) -> None:
         event = dict(payload)
@@ -295,6 +329,8 @@ class MqttReporter:
                     log.warning("publish of event seq %d failed (%s); retrying", seq, info.rc)
                     break
                 # With NO_CONN paho still holds the QoS 1 message and sends it on reconnect.
+                if not self._inflight:  # the stall clock starts at the oldest unacknowledged send, not at the
+                    last_progress = time.monotonic()  # last PUBACK, which may be long ago on a quiet camera
                 self._inflight[info.mid] = seq
                 self._last_sent = seq
                 self._wake.set()

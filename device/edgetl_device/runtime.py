@@ -79,7 +79,8 @@ def scorer_for(bundle: Any, model: Model | None = None) -> tuple[Callable | None
     return found
 
 
-def make_reporter(config: DeviceConfig, telemetry_source: Callable[[], dict[str, Any]] | None = None) -> Reporter:
+def make_reporter(config: DeviceConfig, telemetry_source: Callable[[], dict[str, Any]] | None = None,
+                  model_version: str | None = None) -> Reporter:
     if config.mqtt is not None:
         try:
             from edgetl_device.mqtt import MqttReporter
@@ -87,7 +88,8 @@ def make_reporter(config: DeviceConfig, telemetry_source: Callable[[], dict[str,
             raise DeviceError("config has an mqtt section but edgetl_device.mqtt is unavailable: "
                               "`pip install paho-mqtt`, or remove the mqtt section") from exc
         config.mqtt.outbox_path.parent.mkdir(parents=True, exist_ok=True)
-        return MqttReporter(config.mqtt, config.device_id, telemetry_source=telemetry_source)
+        return MqttReporter(config.mqtt, config.device_id, telemetry_source=telemetry_source,
+                            model_version=model_version)  # the "online" status sent on connect names the model
     return JsonlReporter(config.storage.data_dir / "events.jsonl", config.device_id)
 
 
@@ -111,7 +113,8 @@ class Runtime:
                                config.storage.min_free_mb,
                                aged_dirs=(self.data_dir / "snapshots",))
         self._own_reporter = reporter is None
-        self.reporter = reporter if reporter is not None else make_reporter(config, self.telemetry)
+        self.reporter = reporter if reporter is not None else make_reporter(config, self.telemetry,
+                                                                             self.model.model_version)
         self.camera: Camera | None = None
         self.recorder: Recorder | None = None
         self._stop = threading.Event()
