@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -156,3 +157,40 @@ def test_commands_over_a_real_broker(broker, tmp_path, target):
     assert [r["ok"] for r in results] == [True, False, False]
     assert results[0]["request_id"] == "a" and results[0]["device_id"] == "cam1"
     assert "unknown command 'selfdestruct'" in results[2]["error"]
+
+
+def test_commands_beyond_the_queue_are_answered_busy_at_once(broker, tmp_path, target):
+    # A slow command (e.g. a model download) holds the command thread while 100 more wait; the ones beyond
+    # that are refused with an error result at once (not silently dropped), while the slow one still runs.
+    config = MqttConfig(port=broker.port, outbox_path=tmp_path / "o.sqlite3", telemetry_interval=3600)
+    reporter = MqttReporter(config, "cam1")
+    busy, release = threading.Event(), threading.Event()
+
+    def slow_reload() -> None:
+        busy.set()
+        release.wait(30)
+        target.reloads += 1
+
+    target.reload_config = slow_reload
+    reporter.subscribe(lambda name, payload: dispatch(name, payload, target, reporter))
+    try:
+        assert reporter.wait_connected(5)
+        with Collector(broker.port, "edgetl/cam1/cmd_result", qos=1) as sub:
+            sub.client.publish("edgetl/cam1/cmd/reload_config", json.dumps({"request_id": "slow"}), qos=1)
+            assert busy.wait(10)
+            for i in range(103):  # 100 fill the queue, 3 are over
+                sub.client.publish("edgetl/cam1/cmd/ping", json.dumps({"request_id": f"p{i}"}), qos=1)
+            assert sub.wait_for(lambda s: len(s.of("cmd_result")) >= 3, 10), "commands over the queue went unanswered"
+            refused = sub.of("cmd_result")
+            release.set()
+            assert sub.wait_for(lambda s: len(s.of("cmd_result")) >= 3 + 1 + 100, 20)
+            results = sub.of("cmd_result")
+    finally:
+        release.set()
+        reporter.stop()
+    assert [r["request_id"] for r in refused] == ["p100", "p101", "p102"]
+    assert all(r["ok"] is False and r["command"] == "ping" and r["device_id"] == "cam1" for r in refused)
+    assert "device busy: 100 commands waiting; retry later" in refused[0]["error"], refused[0]
+    answered = {r["request_id"]: r["ok"] for r in results[3:]}
+    assert answered == {"slow": True, **{f"p{i}": True for i in range(100)}}
+    assert target.reloads == 1

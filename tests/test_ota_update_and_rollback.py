@@ -11,6 +11,7 @@ import functools
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -198,3 +199,32 @@ def test_prune_never_deletes_the_current_bundle_when_the_bundles_folder_is_reach
     assert updater.current is not None and (updater.current / "model.tflite").is_file()
     assert updater.previous is not None and updater.previous.name == "b-20991231T000002-aaaaa2"
     assert updater.previous.is_dir()
+
+
+@pytest.mark.parametrize("how, case", [("path", "untrusted"), ("url", "untrusted"), ("chunks", "untrusted"),
+                                       ("chunks", "truncated"), ("folder", "fifo")])
+def test_refusals_name_what_the_operator_sent_not_a_staging_path(device, make, how, case):
+    # The archive is unpacked into `.b-....partial` under bundles/ (a URL or chunks first land in .incoming/):
+    # a refusal must name the archive, URL or transfer the operator sent, with the reason.
+    target, updater = device
+    assert update(device, path=str(make("1.0")))["ok"]
+    if case == "fifo":  # passes verification (not in the manifest) but cannot be copied onto the device
+        source = make("evil", archive=False)
+        os.mkfifo(source / "camera.pipe")
+    else:
+        source = make("evil", sign_with="stranger" if case == "untrusted" else "priv")
+    if case == "truncated":
+        source.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    if how == "chunks":
+        sent = "transfer t-evil"
+        msgs = [update(device, **doc) for doc in chunk_commands(source, chunk_bytes=64 * 1024, transfer_id="t-evil")]
+    else:
+        sent = source.as_uri() if how == "url" else str(source)
+        msgs = [update(device, **{"url" if how == "url" else "path": sent})]
+    assert all(m["ok"] for m in msgs[:-1]) and msgs[-1]["ok"] is False, msgs[-1]
+    error = msgs[-1]["error"]
+    assert sent in error and (error.count(sent) == 1 or case == "fifo"), error  # named once, not mangled
+    assert {"untrusted": "not trusted", "truncated": "truncated", "fifo": "named pipe"}[case] in error, error
+    assert ".partial" not in error and ".incoming" not in error and str(updater.dir) not in error, error
+    assert not list(updater.dir.glob(".*.partial"))  # and nothing is left staged
+    _assert_unchanged(device, "1.0")

@@ -20,6 +20,7 @@ import base64
 import hashlib
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -126,7 +127,8 @@ class ModelUpdater:
             if archive is None:
                 return {"received": cmd.chunk.index, "count": cmd.chunk.count, "applied": False}
             try:
-                return self.apply(archive, target, expected_sha256=cmd.sha256)
+                return self.apply(archive, target, expected_sha256=cmd.sha256,
+                                  sent=f"transfer {cmd.chunk.transfer_id}")
             finally:
                 shutil.rmtree(archive.parent, ignore_errors=True)
         if cmd.url is not None:
@@ -136,19 +138,21 @@ class ModelUpdater:
     def apply_url(self, url: str, target: Any, expected_sha256: str | None = None) -> dict[str, Any]:
         parsed = urllib.parse.urlparse(url)
         if parsed.scheme == "file":
-            return self.apply(Path(urllib.request.url2pathname(parsed.path)), target, expected_sha256)
+            return self.apply(Path(urllib.request.url2pathname(parsed.path)), target, expected_sha256, sent=url)
         if parsed.scheme not in ("http", "https"):
             raise DeviceError(f"update_model url scheme {parsed.scheme!r} is not supported; use file://, http(s)://")
         archive = self._download(url)
         try:
-            return self.apply(archive, target, expected_sha256)
+            return self.apply(archive, target, expected_sha256, sent=url)
         finally:
             archive.unlink(missing_ok=True)
 
-    def apply(self, source: Path, target: Any, expected_sha256: str | None = None) -> dict[str, Any]:
-        """Verify and stage `source` (bundle dir or .tar.gz), swap it in, health-check, roll back on failure."""
+    def apply(self, source: Path, target: Any, expected_sha256: str | None = None,
+              sent: str | None = None) -> dict[str, Any]:
+        """Verify and stage `source` (bundle dir or .tar.gz), swap it in, health-check, roll back on failure.
+        Errors name `sent` (what the operator sent: a URL, a chunked transfer; default `source`)."""
         with self._lock:
-            staged, bundle = self._stage(Path(source), expected_sha256)
+            staged, bundle = self._stage(Path(source), expected_sha256, sent or str(source))
             old = self.current
             self._point("current", staged)
             try:
@@ -168,22 +172,32 @@ class ModelUpdater:
                     "previous": str(old) if old else None, "signed_by": bundle.signed_by, "health": check}
 
     # -- steps --------------------------------------------------------------------------------
-    def _stage(self, source: Path, expected_sha256: str | None) -> tuple[Path, Bundle]:
+    def _stage(self, source: Path, expected_sha256: str | None, sent: str) -> tuple[Path, Bundle]:
         if not source.exists():
-            raise DeviceError(f"update_model: {source} not found on the device")
+            raise DeviceError(f"update_model: {sent} not found on the device")
         self.dir.mkdir(parents=True, exist_ok=True)
         dest = self.dir / f"b-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         if source.is_file():
             if source.stat().st_size > self.max_bytes:
-                raise DeviceError(f"update_model: {source} is over the {self.max_bytes >> 20} MiB limit")
+                raise DeviceError(f"update_model: {sent} is over the {self.max_bytes >> 20} MiB limit")
             if expected_sha256 and sha256_file(source) != expected_sha256.lower():
                 raise DeviceError("update_model refused: the archive's sha256 does not match; re-send it")
-            return dest, extract_bundle(source, dest, self.trusted_keys, self.allow_unsigned)
+            try:
+                return dest, extract_bundle(source, dest, self.trusted_keys, self.allow_unsigned)
+            except DeviceError as exc:  # it names the staging folder or the downloaded copy: name what was sent
+                staging = re.escape(f"{dest.parent}{os.sep}.{dest.name}.") + r"\S*?\.partial(?:/[^\s:]*)?"
+                internal = f"{staging}|{re.escape(str(source))}"
+                raise DeviceError(re.sub(internal, lambda _: sent, str(exc))) from exc
         if expected_sha256:
             raise DeviceError("update_model: sha256 applies to an archive; send a .tar.gz or drop sha256")
         open_bundle(source, self.trusted_keys, self.allow_unsigned)  # refuse before copying anything
         partial = self.dir / f".{dest.name}.partial"
-        shutil.copytree(source, partial, symlinks=False)
+        try:
+            shutil.copytree(source, partial, symlinks=False)
+        except OSError as exc:  # shutil.Error (e.g. a named pipe in the folder) lists the staging paths
+            shutil.rmtree(partial, ignore_errors=True)
+            why = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else exc.strerror
+            raise DeviceError(f"update_model: cannot copy bundle {sent} onto the device: {why or exc}") from exc
         os.replace(partial, dest)
         try:
             return dest, open_bundle(dest, self.trusted_keys, self.allow_unsigned)  # the copy, not the source
