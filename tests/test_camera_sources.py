@@ -121,6 +121,25 @@ def test_missing_source_is_a_clear_error(tmp_path):
 
 
 
+def test_camera_password_stays_out_of_errors_logs_and_status(caplog):
+    # The README's gate camera is rtsp://user:pass@...: its password went into the log, `check`'s output and
+    # the status (status.json, MQTT `ping`) whenever the stream could not be opened.
+    from tests.support.mosquitto import free_port
+
+    url = f"rtsp://admin:hunter2@127.0.0.1:{free_port()}/stream1"  # nothing listens there
+    with pytest.raises(DeviceError) as err:
+        grab_one(CameraConfig(source=url, timeout=1.0))
+    assert "hunter2" not in str(err.value) and "admin:***@127.0.0.1" in str(err.value)
+    with caplog.at_level("WARNING", logger="edgetl_device.camera"):
+        cam = Camera(CameraConfig(source=url, timeout=1.0, reconnect_initial=0.05)).start()
+        try:
+            assert wait_until(lambda: cam.state()["camera_error"] is not None, 10)
+            assert "admin:***@" in cam.state()["camera_error"] and "hunter2" not in cam.state()["camera_error"]
+        finally:
+            cam.stop()
+    assert "camera offline" in caplog.text and "hunter2" not in caplog.text
+
+
 class _CountingSource(OpenCVSource):
     opens = 0
 

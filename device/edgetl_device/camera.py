@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ class Source(Protocol):
     def close(self) -> None: ...
     @property
     def fps(self) -> float | None: ...
+
+
+def redact_source(source: int | str) -> str:
+    """The source as it may appear in logs, status and MQTT: a URL's password replaced by ***."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", str(source))
 
 
 def source_kind(source: int | str) -> str:
@@ -91,8 +97,8 @@ class OpenCVSource:
             cap = cv2.VideoCapture(self.source)
         if not cap.isOpened():
             cap.release()
-            raise DeviceError(f"cannot open camera source {self.source!r}: check the device index / URL / "
-                              "file, permissions and network")
+            raise DeviceError(f"cannot open camera source {redact_source(self.source)!r}: check the device index / "
+                              "URL / file, permissions and network")
         w, h = self._size
         if self.live and w and h:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, w)
@@ -352,8 +358,9 @@ class Camera:
                 if good == 0:  # an empty / all-unreadable file or folder: back off, never reopen it in a busy loop
                     self.online = False
                     if empty_delay == self.cfg.reconnect_initial:
-                        log.warning("camera source %r has no readable frame; retrying with backoff", self.cfg.source)
-                    self.last_error = f"camera source {self.cfg.source!r} has no readable frame"
+                        log.warning("camera source %r has no readable frame; retrying with backoff",
+                                    redact_source(self.cfg.source))
+                    self.last_error = f"camera source {redact_source(self.cfg.source)!r} has no readable frame"
                     self._stop.wait(empty_delay)
                     empty_delay = min(empty_delay * 2, self.cfg.reconnect_max)
                 else:
@@ -406,4 +413,4 @@ def grab_one(cfg: CameraConfig, timeout: float = 10.0) -> np.ndarray:
                 break
     finally:
         source.close()
-    raise DeviceError(f"camera {cfg.source!r} opened but gave no frame within {timeout:.0f}s")
+    raise DeviceError(f"camera {redact_source(cfg.source)!r} opened but gave no frame within {timeout:.0f}s")

@@ -143,7 +143,7 @@ def run_checks(config_path: Path, camera_timeout: float = 10.0) -> list[CheckRes
     """Config, model/bundle, camera and disk checks; each failure says what to fix."""
     import numpy as np
 
-    from edgetl_device.camera import grab_one
+    from edgetl_device.camera import grab_one, redact_source
     from edgetl_device.config import load_config
     from edgetl_device.inference import load_model
     from edgetl_device.interpreter import cpu_int8_dot, describe_int8_dot, is_edgetpu_model
@@ -170,7 +170,8 @@ def run_checks(config_path: Path, camera_timeout: float = 10.0) -> list[CheckRes
         results.append(CheckResult("model", False, str(exc)))
     try:
         img = grab_one(cfg.camera, camera_timeout)
-        results.append(CheckResult("camera", True, f"{cfg.camera.source}: {img.shape[1]}x{img.shape[0]} frame"))
+        results.append(CheckResult("camera", True,
+                                   f"{redact_source(cfg.camera.source)}: {img.shape[1]}x{img.shape[0]} frame"))
     except DeviceError as exc:
         results.append(CheckResult("camera", False, str(exc)))
     free = free_bytes(cfg.storage.data_dir)
