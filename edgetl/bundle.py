@@ -218,10 +218,17 @@ def inspect_bundle(path: str | os.PathLike[str]) -> dict[str, Any]:
                 if member is None or not member.isfile():
                     raise EdgetlError(f"{path} has no top-level {MANIFEST}; not a bundle")
                 manifest = json.loads(tar.extractfile(member).read())  # type: ignore[union-attr]
-                signed = SIGNATURE in names
+                sig_member = names.get(SIGNATURE)
+                signed = sig_member is not None
+                key = None
+                if signed:
+                    try:
+                        key = json.loads(tar.extractfile(sig_member).read()).get("key_id")  # type: ignore[union-attr]
+                    except (ValueError, AttributeError):
+                        key = "unreadable"
         except (tarfile.TarError, OSError, ValueError, EOFError) as exc:  # EOFError: a gzip cut short
             raise EdgetlError(f"cannot read {path}: {exc}") from exc
-        return {"manifest": manifest, "signed": signed, "stale_files": []}
+        return {"manifest": manifest, "signed": signed, "key_id": key, "stale_files": []}
     manifest = read_manifest(path)
     sig = path / SIGNATURE
     key = None

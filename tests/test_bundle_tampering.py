@@ -12,7 +12,7 @@ import pytest
 
 from edgetl.bundle import generate_keys, pack_bundle, refresh_manifest, sign_bundle, write_manifest
 from edgetl.errors import EdgetlError
-from edgetl_device.bundle import extract_bundle, load_public_key, open_bundle
+from edgetl_device.bundle import extract_bundle, key_id, load_public_key, open_bundle
 from edgetl_device.errors import DeviceError
 
 
@@ -322,6 +322,9 @@ def test_inspect_reads_only_a_top_level_manifest(tmp_path, keys):
 
     archive = pack_bundle(make_bundle(tmp_path / "b", keys), tmp_path / "b.tar.gz")
     assert inspect_bundle(archive)["signed"] is True
+    # the archive names its signing key as the folder does (`bundle inspect` printed "key None")
+    expected = key_id(load_public_key(keys["pub"]))
+    assert inspect_bundle(archive)["key_id"] == inspect_bundle(tmp_path / "b")["key_id"] == expected
     outside = tmp_path / "outside.tar.gz"
     with tarfile.open(outside, "w:gz") as tar:
         tar.addfile(*_file("../manifest.json", json.dumps({"model_version": "evil"}).encode()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import threading
 
 import paho.mqtt.client as mqtt
@@ -158,6 +159,16 @@ def test_events_cli_errors_are_one_line(tmp_path):
     assert r.exit_code == 2 and "fleet record" in r.output
     r = runner.invoke(app, ["fleet", "monitor", "--broker", "mqtt://127.0.0.1:1", "--once"])
     assert r.exit_code == 2 and "cannot reach broker" in r.output
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
+    """`pip install "edgetl[fleet]"` has no matplotlib: `fleet events --plot` said so in a traceback."""
+    from edgetl.fleet.plots import plot_events
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without it looks like to import
+    row = {"time": 1795869509.0, "unknown": False, "label": "person", "device_id": "cam1"}
+    with pytest.raises(EdgetlError, match="--plot needs matplotlib"):
+        plot_events([row], tmp_path / "events.png")
 
 
 def test_every_network_drop_of_a_device_is_recorded_as_offline(broker, tmp_path):

@@ -17,7 +17,10 @@ def plot_events(rows: list[dict[str, Any]], out: Path, title: str = "events") ->
     count per device (top 30) so a noisy camera stands out."""
     if not rows:
         raise EdgetlError("no events match the filters; nothing to plot")
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:  # a host extra: `edgetl[fleet]` alone does not bring it
+        raise EdgetlError("--plot needs matplotlib: pip install matplotlib (or 'edgetl[train]')") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
