@@ -198,7 +198,7 @@ def test_command_cli_by_group(broker, tmp_path, keys):
 def test_device_selection_and_wave_planning(tmp_path):
     assert plan_waves(["a", "b", "c", "d", "e"], canary=2, batch=2) == [["a", "b"], ["c", "d"], ["e"]]
     assert plan_waves(["a", "b", "a"], canary=0, batch=None) == [["a", "b"]]
-    with pytest.raises(EdgetlError, match="no device after the canary"):
+    with pytest.raises(EdgetlError, match="no device after the canary.*--canary 0"):  # a lone device: say how
         plan_waves(["a"], canary=1, batch=None)
     with pytest.raises(EdgetlError, match="exactly one"):
         resolve_devices("a,b", "yard", None)
@@ -208,6 +208,13 @@ def test_device_selection_and_wave_planning(tmp_path):
     assert resolve_devices(None, "yard", tmp_path / "g.yaml") == ["a"]
     with pytest.raises(EdgetlError, match="known groups: yard"):
         resolve_devices(None, "roof", tmp_path / "g.yaml")
+
+
+@pytest.mark.parametrize("command", ["deploy", "command"])
+def test_groups_help_shows_the_file_format(command):
+    # rich read "[ids]" in `groups: {NAME: [ids]}` as markup and printed `groups: {NAME: }`
+    r = CliRunner().invoke(app, ["fleet", command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "{NAME: [ids]}" in r.output, r.output
 
 
 def test_a_device_id_no_device_can_have_is_a_clear_error_before_anything_is_sent(broker, tmp_path):

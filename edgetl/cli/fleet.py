@@ -207,7 +207,7 @@ def deploy(
     bundle: Path = typer.Argument(..., help="Signed bundle folder or .tar.gz (from `edgetl export`)."),
     devices: str | None = typer.Option(None, "--devices", help="Device ids, comma separated."),
     group: str | None = typer.Option(None, "--group", help="A device group from --groups."),
-    groups: Path | None = typer.Option(None, "--groups", help="YAML `groups: {NAME: [ids]}` "
+    groups: Path | None = typer.Option(None, "--groups", help="YAML `groups: {NAME: \\[ids]}` "
                                        "(default fleet-groups.yaml, env EDGETL_FLEET_GROUPS)."),
     canary: int = typer.Option(1, help="Devices updated first; the rollout halts if any of them fails."),
     batch: int | None = typer.Option(None, help="After the canary, update this many at a time (default: all)."),
@@ -236,8 +236,10 @@ def deploy(
 
 def _deploy(archive: Path, ids: list[str], canary: int, batch: int | None, timeout: float, via: str,
             url: str | None, http_host: str | None, http_port: int, trusted_key: list[Path], opts: Any) -> None:
+    from edgetl.bundle import inspect_bundle
     from edgetl.fleet.deploy import BundleServer, CommandSession, rollout, update_args
 
+    version = inspect_bundle(archive)["manifest"].get("model_version")  # what a lost answer is confirmed by
     if trusted_key:
         from edgetl.bundle import verify
 
@@ -255,13 +257,18 @@ def _deploy(archive: Path, ids: list[str], canary: int, batch: int | None, timeo
     with CommandSession(opts) as session:
         if server is not None:
             with server:
-                report = rollout(session, ids, args, canary=canary, batch=batch, timeout=timeout, on_wave=on_wave)
+                report = rollout(session, ids, args, canary=canary, batch=batch, timeout=timeout, on_wave=on_wave,
+                                 version=version)
         else:
-            report = rollout(session, ids, args, canary=canary, batch=batch, timeout=timeout, on_wave=on_wave)
+            report = rollout(session, ids, args, canary=canary, batch=batch, timeout=timeout, on_wave=on_wave,
+                             version=version)
     updated = sum(r.ok for w in report.waves for r in w)
     if report.halted:
-        typer.echo(f"rollout HALTED: {updated} updated, {len(report.not_attempted)} not attempted "
-                   f"({', '.join(report.not_attempted) or 'none'})", err=True)
+        failed = [f"{r.device_id} ({r.detail if isinstance(r.detail, str) else json.dumps(r.detail)})"
+                  for w in report.waves for r in w if not r.ok]
+        typer.echo(f"rollout HALTED: {updated} updated, {len(failed)} failed: {'; '.join(failed)}; "
+                   f"{len(report.not_attempted)} not attempted ({', '.join(report.not_attempted) or 'none'})",
+                   err=True)
         raise typer.Exit(1)
     typer.echo(f"rollout complete: {updated}/{len(ids)} devices updated", err=True)
 
@@ -271,7 +278,7 @@ def command(
     name: str = typer.Argument(..., help="ping, set_threshold, snapshot, record, reload_config or update_model."),
     devices: str | None = typer.Option(None, "--devices", help="Device ids, comma separated."),
     group: str | None = typer.Option(None, "--group", help="A device group from --groups."),
-    groups: Path | None = typer.Option(None, "--groups", help="YAML `groups: {NAME: [ids]}`."),
+    groups: Path | None = typer.Option(None, "--groups", help="YAML `groups: {NAME: \\[ids]}`."),
     arg: list[str] = typer.Option([], "--arg", help="Command argument KEY=VALUE (VALUE parsed as JSON if it "
                                   "can be), repeatable, e.g. --arg value=0.7."),
     timeout: float = typer.Option(30.0, help="Seconds to wait for the answers."),

@@ -5,6 +5,11 @@ device's `cmd_result` carrying the same id. A rollout sends `update_model` to th
 devices, waits for every answer (or the timeout), and only if all of them succeeded goes on
 to the rest of the fleet, wave by wave. One failure or silence halts it: devices not yet
 reached keep their current model.
+
+The session also follows each device's retained `status`: a device that says `offline` or `stopped` is
+not sent anything and fails at once (it could not receive the command: devices use a clean session),
+and a device whose answer was lost (e.g. in a broker restart) but whose status, received after the
+command, shows the version being deployed counts as updated.
 """
 
 from __future__ import annotations
@@ -49,15 +54,48 @@ class CommandResult:
     seconds: float = 0.0
 
 
+@dataclass
+class _Status:
+    """A device's last status as this session received it."""
+
+    state: str
+    time: float | None  # the device's own time (None in the Last Will)
+    arrived_wall: float
+    retained: bool  # delivered because we subscribed (it predates us), not live
+
+
 class CommandSession:
-    """One broker connection that sends commands and collects `cmd_result`s by request id."""
+    """One broker connection that sends commands and collects `cmd_result`s by request id.
+
+    It also follows the devices' retained `status`: `run` fails a device that is `offline` or `stopped` at
+    once, and `wait` counts a device whose answer never came as updated when a status received after the
+    command shows `expect_version`.
+    """
+
+    # Retained statuses arrive right after the subscription is acknowledged; a device with none after this
+    # long has never been seen (or the broker lost its retained messages) and is tried as usual.
+    STATUS_SETTLE_S = 1.0
 
     def __init__(self, broker: fleet_mqtt.BrokerOptions) -> None:
         self.broker = broker
         self._results: dict[str, dict[str, Any]] = {}
+        self._status: dict[str, _Status] = {}  # what the broker says now; forgotten on reconnect
+        self._versions: dict[str, tuple[float, str]] = {}  # latest model_version seen (monotonic arrival)
         self._cond = threading.Condition()
-        self.client = fleet_mqtt.connect(
-            broker, subscribe=[(f"{broker.prefix.rstrip('/')}/+/cmd_result", 1)], on_message=self._on_message)
+        prefix = broker.prefix.rstrip("/")
+        self.client = fleet_mqtt.connect(broker, subscribe=[(f"{prefix}/+/cmd_result", 1), (f"{prefix}/+/status", 1)],
+                                         on_message=self._on_message)
+        self._status_settled = time.monotonic() + self.STATUS_SETTLE_S
+        subscribe_on_connect = self.client.on_connect
+
+        def on_connect(client: mqtt.Client, userdata: object, flags: Any, reason_code: Any, props: Any) -> None:
+            if not reason_code.is_failure:  # a reconnect: the broker re-sends the retained statuses it still has
+                with self._cond:
+                    self._status.clear()
+                    self._status_settled = time.monotonic() + self.STATUS_SETTLE_S
+            subscribe_on_connect(client, userdata, flags, reason_code, props)
+
+        self.client.on_connect = on_connect
 
     def close(self) -> None:
         fleet_mqtt.close(self.client)
@@ -73,13 +111,42 @@ class CommandSession:
         try:
             payload = json.loads(msg.payload)
         except (UnicodeDecodeError, json.JSONDecodeError):
-            log.warning("ignoring malformed cmd_result on %s", msg.topic)
+            log.warning("ignoring malformed message on %s", msg.topic)
+            return
+        if topic is not None and topic.kind == "status" and isinstance(payload, dict):
+            self._on_status(topic.device_id, payload, bool(msg.retain))
             return
         if topic is None or not isinstance(payload, dict) or "request_id" not in payload:
             return
         with self._cond:
             self._results[f"{topic.device_id}/{payload['request_id']}"] = payload
             self._cond.notify_all()
+
+    def _on_status(self, device_id: str, payload: dict[str, Any], retained: bool) -> None:
+        state, when, version = payload.get("state"), payload.get("time"), payload.get("model_version")
+        if not isinstance(state, str):
+            return
+        now = time.monotonic()
+        with self._cond:
+            self._status[device_id] = _Status(state, when if isinstance(when, int | float) else None, time.time(),
+                                              retained)
+            if isinstance(version, str) and version:  # the Last Will has none: it does not erase the last known
+                self._versions[device_id] = (now, version)
+            self._cond.notify_all()
+
+    def unreachable(self, devices: Sequence[str]) -> dict[str, str]:
+        """Devices whose status says they cannot receive a command now (offline, stopped), with the reason.
+
+        Waits up to STATUS_SETTLE_S after (re)connecting for retained statuses of devices not seen yet;
+        a device with no status at all is not in the answer (it is tried).
+        """
+        with self._cond:
+            while any(d not in self._status for d in devices):
+                remaining = self._status_settled - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return {d: why for d in devices if d in self._status and (why := _unreachable_reason(self._status[d]))}
 
     def send(self, device_id: str, command: str, args: dict[str, Any] | None = None) -> str:
         """Publish one command with a fresh request id (args must not carry their own)."""
@@ -98,10 +165,14 @@ class CommandSession:
             return
         info.wait_for_publish(30)
 
-    def wait(self, pending: dict[str, str | list[str]], command: str, timeout: float) -> list[CommandResult]:
+    def wait(self, pending: dict[str, str | list[str]], command: str, timeout: float,
+             expect_version: str | None = None, sent_at: float | None = None) -> list[CommandResult]:
         """pending: device id -> request id(s). A device is done when all its requests are answered or one
-        failed. Returns one result per device; those without an answer fail after `timeout`."""
+        failed. Returns one result per device; those without an answer fail after `timeout`, unless
+        `expect_version` is given and a status received since `sent_at` (time.monotonic(), default: now)
+        shows it: then the answer was lost, not the update (ok, answered=False)."""
         start = time.monotonic()
+        sent_at = start if sent_at is None else sent_at
         deadline = start + timeout
         wanted = {d: [r] if isinstance(r, str) else list(r) for d, r in pending.items()}
         done: dict[str, CommandResult] = {}
@@ -122,27 +193,66 @@ class CommandSession:
                 if len(done) == len(wanted) or remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            versions = dict(self._versions)
         for device, rids in wanted.items():
-            if device not in done:
+            if device in done:
+                continue
+            seen = versions.get(device)
+            if expect_version is not None and seen is not None and seen[0] >= sent_at and seen[1] == expect_version:
+                log.warning("%s: no answer to %s, but its status says it runs %s now", device, command,
+                            expect_version)
+                done[device] = CommandResult(device, rids[-1], command, True,
+                                             "updated (confirmed by status; answer lost)", answered=False,
+                                             seconds=timeout)
+            else:
                 done[device] = CommandResult(device, rids[-1], command, False, f"no answer within {timeout:g}s",
                                              answered=False, seconds=timeout)
         return [done[d] for d in wanted]
 
     def run(self, devices: Sequence[str], command: str, args: dict[str, Any] | list[dict[str, Any]] | None = None,
-            timeout: float = 30.0) -> list[CommandResult]:
+            timeout: float = 30.0, expect_version: str | None = None) -> list[CommandResult]:
         """Send to all devices at once, then wait for all answers. `args` may also be a list of complete
-        payloads (each with its request_id) sent in order, like the chunks of an MQTT transfer."""
+        payloads (each with its request_id) sent in order, like the chunks of an MQTT transfer.
+
+        Devices whose retained status is `offline` or `stopped` are not sent anything and fail at once;
+        `expect_version`: see `wait`."""
         if command not in COMMANDS:
             raise EdgetlError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
+        skipped = self.unreachable(devices)
+        for d, why in skipped.items():
+            log.warning("%s: %s; %s not sent", d, why, command)
+        sent_at = time.monotonic()
         pending: dict[str, str | list[str]] = {}
         for d in devices:
+            if d in skipped:
+                continue
             if isinstance(args, list):
                 for payload in args:
                     self.send_payload(d, command, payload)
                 pending[d] = [str(p["request_id"]) for p in args]
             else:
                 pending[d] = self.send(d, command, args)
-        return self.wait(pending, command, timeout)
+        answers = {r.device_id: r for r in self.wait(pending, command, timeout, expect_version, sent_at)}
+        return [answers[d] if d in answers else CommandResult(d, "", command, False, f"{skipped[d]}; not sent",
+                                                              answered=False)
+                for d in dict.fromkeys(devices)]
+
+
+def _unreachable_reason(status: _Status) -> str | None:
+    """Why a device in this status cannot take a command now, or None when it can (or we cannot tell)."""
+    if status.state == "stopped":
+        return "stopped" + (f" (clean shutdown at {_clock(status.time)})" if status.time is not None else "")
+    if status.state == "offline":
+        if status.time is not None:
+            return f"offline since {_clock(status.time)}"
+        if status.retained:  # the Last Will carries no time: it was already there when we subscribed
+            return f"offline since before {_clock(status.arrived_wall)} (its Last Will is retained)"
+        return f"offline since {_clock(status.arrived_wall)}"
+    return None
+
+
+def _clock(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 @dataclass
@@ -162,7 +272,8 @@ def plan_waves(devices: Sequence[str], canary: int, batch: int | None) -> list[l
     if canary < 0 or (batch is not None and batch < 1):
         raise EdgetlError("--canary must be >= 0 and --batch >= 1")
     if canary >= len(devices) and canary > 0:
-        raise EdgetlError(f"--canary {canary} leaves no device after the canary ({len(devices)} in total)")
+        raise EdgetlError(f"--canary {canary} leaves no device after the canary ({len(devices)} in total); "
+                          "pass --canary 0 to update them all at once")
     waves = [devices[:canary]] if canary else []
     rest = devices[canary:]
     step = batch or len(rest) or 1
@@ -173,13 +284,17 @@ def plan_waves(devices: Sequence[str], canary: int, batch: int | None) -> list[l
 def rollout(session: CommandSession, devices: Sequence[str], args: dict[str, Any] | list[dict[str, Any]],
             canary: int = 1,
             batch: int | None = None, timeout: float = 120.0,
-            on_wave: Callable[[int, list[CommandResult]], None] | None = None) -> RolloutReport:
-    """Send `update_model` wave by wave; halt at the first wave with a failure or a silent device."""
+            on_wave: Callable[[int, list[CommandResult]], None] | None = None,
+            version: str | None = None) -> RolloutReport:
+    """Send `update_model` wave by wave; halt at the first wave with a failure or a silent device.
+
+    `version`: the bundle's model_version; a device whose answer is lost but whose status then shows it
+    counts as updated. Devices whose status is offline or stopped fail at once (see CommandSession.run)."""
     waves = plan_waves(devices, canary, batch)
     report = RolloutReport()
     for i, wave in enumerate(waves):
         log.info("rollout wave %d/%d: %s", i + 1, len(waves), ", ".join(wave))
-        results = session.run(wave, "update_model", args, timeout)
+        results = session.run(wave, "update_model", args, timeout, expect_version=version)
         report.waves.append(results)
         if on_wave:
             on_wave(i, results)
