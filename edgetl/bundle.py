@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edgetl.atomic import replacing, write_text
 from edgetl.errors import EdgetlError
 from edgetl_device import bundle as device_bundle
 from edgetl_device.bundle import MANIFEST, SCHEMA_VERSION, SIGNATURE, key_id, sha256_file
@@ -99,7 +100,8 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any])
     manifest.setdefault("schema_version", SCHEMA_VERSION)
     manifest.setdefault("created", utc_now())
     manifest["files"] = bundle_files(bundle_dir)
-    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    # all or nothing: a full disk leaves the previous manifest (and its signature) in place
+    write_text(bundle_dir / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     sig = bundle_dir / SIGNATURE
     if sig.exists():
         sig.unlink()
@@ -153,7 +155,7 @@ def sign_bundle(bundle_dir: str | os.PathLike[str], private_key: str | os.PathLi
     doc = {"algorithm": "ed25519", "key_id": key_id(key.public_key()),
            "signature": base64.b64encode(key.sign(data)).decode("ascii"), "signed": utc_now()}
     sig_path = bundle_dir / SIGNATURE
-    sig_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_text(sig_path, json.dumps(doc, indent=2) + "\n")
     log.info("signed %s with key %s", bundle_dir, doc["key_id"])
     return sig_path
 
@@ -193,8 +195,8 @@ def pack_bundle(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str])
         log.warning("packing an UNSIGNED bundle %s; devices will reject it", bundle_dir)
     names = sorted(manifest["files"]) + [MANIFEST] + ([SIGNATURE] if (bundle_dir / SIGNATURE).is_file() else [])
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    with tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+    # a temporary name, renamed when complete: a full disk leaves the previous archive (and no .partial)
+    with replacing(out) as tmp, tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
         for name in names:
             data = (bundle_dir / name).read_bytes()
             info = tarfile.TarInfo(name)
@@ -202,7 +204,6 @@ def pack_bundle(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str])
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, out)
     return out
 
 

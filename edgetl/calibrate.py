@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.atomic import replacing_dir
 from edgetl.errors import EdgetlError
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ def build(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int =
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise EdgetlError(f"{out} already exists; choose another name or pass --overwrite")
-        shutil.rmtree(out)
+        # replaced only once the new set is complete (below): a full disk or a kill keeps the previous set
     source = _source_samples(data)
     picked: list[tuple[Candidate, np.ndarray]] = []
     dupes = 0
@@ -200,32 +201,36 @@ def build(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int =
     rest, d2 = select(source, size - len(picked), seed, taken=picked)
     picked += rest
     dupes += d2
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i, (c, _) in enumerate(picked):
-        label_dir = images / c.label
-        label_dir.mkdir(exist_ok=True)
-        if c.frame is None:
-            name = f"{i:04d}_{c.path.name}"
-            shutil.copyfile(c.path, label_dir / name)
-        else:
-            import cv2
+    # Built in a hidden folder beside OUT that takes OUT's place only when complete: a half-copied set would
+    # otherwise pass for a plain image folder (calibration_files reads those when there is no manifest).
+    with replacing_dir(out) as stage:
+        images = stage / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for i, (c, _) in enumerate(picked):
+            label_dir = images / c.label
+            label_dir.mkdir(exist_ok=True)
+            if c.frame is None:
+                name = f"{i:04d}_{c.path.name}"
+                shutil.copyfile(c.path, label_dir / name)
+            else:
+                import cv2
 
-            name = f"{i:04d}_{c.path.stem}_f{c.frame}.png"
-            cv2.imwrite(str(label_dir / name), cv2.cvtColor(_read_frame(c), cv2.COLOR_RGB2BGR))
-        entries.append({"file": f"images/{c.label}/{name}", "label": c.label, "source": str(c.path),
-                        "frame": c.frame, "camera": c.label == EXTRA_LABEL})
-    counts: dict[str, int] = defaultdict(int)
-    for e in entries:
-        counts[e["label"]] += 1
-    manifest = {
-        "schema_version": 1, "source": str(Path(data).resolve()),
-        "extra": str(Path(extra).resolve()) if extra else None,
-        "requested": size, "count": len(entries), "per_label": dict(sorted(counts.items())),
-        "duplicates_skipped": dupes, "seed": seed, "files": entries,
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+                name = f"{i:04d}_{c.path.stem}_f{c.frame}.png"
+                if not cv2.imwrite(str(label_dir / name), cv2.cvtColor(_read_frame(c), cv2.COLOR_RGB2BGR)):
+                    raise EdgetlError(f"cannot write {out / 'images' / c.label / name} (is the disk full?)")
+            entries.append({"file": f"images/{c.label}/{name}", "label": c.label, "source": str(c.path),
+                            "frame": c.frame, "camera": c.label == EXTRA_LABEL})
+        counts: dict[str, int] = defaultdict(int)
+        for e in entries:
+            counts[e["label"]] += 1
+        manifest = {
+            "schema_version": 1, "source": str(Path(data).resolve()),
+            "extra": str(Path(extra).resolve()) if extra else None,
+            "requested": size, "count": len(entries), "per_label": dict(sorted(counts.items())),
+            "duplicates_skipped": dupes, "seed": seed, "files": entries,
+        }
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if len(entries) < size:
         log.warning("calibration set has %d images (asked for %d): not enough distinct images", len(entries), size)
     log.info("calibration set %s: %d images %s, %d near-duplicates skipped", out, len(entries),

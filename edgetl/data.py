@@ -375,6 +375,7 @@ def split_manifest(data, out_csv: str | Path, val: float = 0.2, test: float = 0.
     Existing splits in `data` are pooled and re-split, so the manifest alone defines the split.
     Returns counts per split and class.
     """
+    from edgetl.atomic import replacing
     from edgetl.run import write_split_csv
 
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
@@ -385,7 +386,8 @@ def split_manifest(data, out_csv: str | Path, val: float = 0.2, test: float = 0.
                              seed)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    write_split_csv(out_csv, parts)
+    with replacing(out_csv) as tmp:  # a full disk leaves the previous manifest, never a truncated one
+        write_split_csv(tmp, parts)
     return {split: dict(sorted(Counter(s.label for s in samples).items())) for split, samples in parts.items()}
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.atomic import DiskFullError, is_no_space, replacing_dir
 from edgetl.errors import EdgetlError
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,9 @@ def convert(graph, quant: str, io: str, calibration: np.ndarray | None = None) -
     try:
         flatbuffer = conv.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError/RuntimeError/ValueError
+        scratch = _scratch_space_error(graph)
+        if scratch:
+            raise DiskFullError(scratch) from exc
         first = next((ln for ln in str(exc).splitlines() if "error" in ln.lower()), str(exc).splitlines()[0])
         if quant == "int8":
             raise EdgetlError(f"int8 conversion failed: an op cannot be quantized to INT8 builtins ({first[:300]}); "
@@ -197,6 +201,24 @@ def convert(graph, quant: str, io: str, calibration: np.ndarray | None = None) -
             raise EdgetlError(f"int8 model still computes in float: {', '.join(bad[:5])}; these ops cannot be "
                               "quantized to INT8 builtins — replace them or export with --quant dynamic/float16")
     return flatbuffer
+
+
+def _scratch_space_error(graph) -> str | None:
+    """Why the converter failed when that was a full disk, else None. The converter first saves the model to a
+    scratch folder and swallows that error (the conversion then fails with an unrelated message), so the save
+    is retried here, where its error can be seen."""
+    import tempfile
+
+    scratch = tempfile.gettempdir()
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgetl-convert-") as tmp:
+            graph.export(tmp, verbose=False)
+    except Exception as exc:  # noqa: BLE001 - TensorFlow's errors for a failed write vary (OSError, OutOfRange...)
+        text = str(exc)
+        if is_no_space(exc) or any(s in text for s in ("No space left", "File too large", "quota exceeded")):
+            return (f"no space left on the disk for the converter's scratch files in {scratch}; free some space "
+                    "there (or point TMPDIR at a disk with room) and run the command again")
+    return None
 
 
 def float_ops(path: Path, io: str) -> list[str]:
@@ -428,7 +450,7 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     out = Path(out) if out is not None else run.path / "export"
     if out.exists() and not out.is_dir():
         raise EdgetlError(f"--out {out} is a file; give a folder for the bundle")
-    size, labels = run.size, run.labels
+    labels, _ = run.labels, run.size  # a config.json without a valid size fails here, before the model loads
     val = run.samples("val") or run.samples("test")
     if not val:
         raise EdgetlError(f"{run.path} has no val/test split to check parity on; re-train with a validation split")
@@ -455,7 +477,31 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     calib, calib_info = (None, None)
     if quant == "int8":
         calib, calib_info = calibration_images(run, calibration, calibration_size)
-    _prepare_out(out, overwrite, protected)  # only now: a run that cannot be exported leaves the old export alone
+    _prepare_out(out, overwrite, protected, check_only=True)  # again: something may have appeared meanwhile
+    # The bundle is written to a hidden folder beside OUT that replaces OUT (an older export included) only once
+    # it is complete: a failed conversion, a full disk or a kill leaves the previous export as it was.
+    with replacing_dir(out) as stage:
+        manifest, parity, summary = _write_bundle(stage, run, model, images, y, fprobs, femb, calib, calib_info,
+                                                  quant, io, bias_correction, edgetpu, allow_cpu_ops, max_drop,
+                                                  model_version, num_threads)
+    result = ExportResult(out, out / "model.tflite", manifest, parity, summary)
+    if not parity["passed"]:
+        raise ParityError(f"{quant} model accuracy {parity['tflite_accuracy']:.3f} vs float "
+                          f"{parity['float_accuracy']:.3f}: drop {parity['drop_points']:.2f} points > --max-drop "
+                          f"{max_drop}; bundle left UNSIGNED in {out}. Try a larger/more representative "
+                          "--calibration set or --quant dynamic")
+    if key is not None:
+        bundle.sign_bundle(out, key)
+    return result
+
+
+def _write_bundle(out: Path, run, model, images, y, fprobs, femb, calib, calib_info, quant: str, io: str,
+                  bias_correction: bool, edgetpu: bool, allow_cpu_ops: bool, max_drop: float,
+                  model_version: str | None, num_threads: int | None):
+    """Convert, check parity and write every bundle file into the (empty) folder `out`."""
+    from edgetl import bundle
+
+    size, labels = run.size, run.labels
     t0 = time.perf_counter()
     bias_info = correct_weight_quantization_bias(model, calib) if quant == "int8" and bias_correction else None
     tflite = convert(export_graph(model, size), quant, io, calib)
@@ -507,15 +553,7 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
         "size_bytes": len(tflite),
     }
     manifest = bundle.write_manifest(out, manifest)
-    result = ExportResult(out, model_path, manifest, parity, summary)
-    if not parity["passed"]:
-        raise ParityError(f"{quant} model accuracy {parity['tflite_accuracy']:.3f} vs float "
-                          f"{parity['float_accuracy']:.3f}: drop {parity['drop_points']:.2f} points > --max-drop "
-                          f"{max_drop}; bundle left UNSIGNED in {out}. Try a larger/more representative "
-                          "--calibration set or --quant dynamic")
-    if key is not None:
-        bundle.sign_bundle(out, key)
-    return result
+    return manifest, parity, summary
 
 
 def _copy_openset(run_dir: Path, out: Path) -> dict[str, Any] | None:

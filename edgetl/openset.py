@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.atomic import naming, replacing, temp_name
 from edgetl.errors import EdgetlError
 from edgetl.linear_head import softmax
 from edgetl_device.openset import (
@@ -40,7 +42,6 @@ from edgetl_device.openset import (
     l2_normalise,
     load_npz,
     load_scorer,
-    save_npz,
 )
 
 log = logging.getLogger(__name__)
@@ -312,11 +313,34 @@ def scorer_params(scorer: Scorer, threshold: float, target_false_alarm: float,
     return doc, arrays
 
 
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Arrays to a temporary file beside `path` (a file object: np.savez would append .npz to the name);
+    the caller renames it into place."""
+    tmp = temp_name(path)
+    try:
+        with naming(path), tmp.open("wb") as f:
+            np.savez(f, **arrays)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 def save_openset(out_dir: Path, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
+    """openset.npz + openset.json, all or nothing: both are written under temporary names first (a full disk
+    leaves the previous detector whole), then the old json goes, the arrays and the new json are renamed in:
+    a kill in between leaves no openset.json ("run `edgetl openset fit`"), never one json beside another's arrays."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_npz(out_dir / doc.get("file", "openset.npz"), arrays)
-    (out_dir / "openset.json").write_text(json.dumps(doc, indent=2) + "\n")
-    return out_dir / "openset.json"
+    npz, js = out_dir / doc.get("file", "openset.npz"), out_dir / "openset.json"
+    tmp_npz = _write_npz(npz, arrays)
+    try:
+        with replacing(js) as tmp_js:
+            tmp_js.write_text(json.dumps(doc, indent=2) + "\n")
+            js.unlink(missing_ok=True)
+            os.replace(tmp_npz, npz)
+    finally:
+        tmp_npz.unlink(missing_ok=True)
+    return js
 
 
 def load_openset(out_dir: Path) -> tuple[dict[str, Any], Scorer]:
@@ -444,8 +468,11 @@ def plot_scores(known: np.ndarray, unknown: np.ndarray, threshold: float | None,
     fig.suptitle(title, parse_math=False)  # holds the unknown folder's name: "$$x" is not TeX
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with replacing(path) as tmp:  # a full disk leaves the previous plot, not half a PNG
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -581,8 +608,13 @@ def write_to_bundle(bundle_dir: str | Path, doc: dict[str, Any], arrays: dict[st
     bundle_dir = Path(bundle_dir)
     if not (bundle_dir / "manifest.json").is_file():
         raise EdgetlError(f"{bundle_dir} is not a bundle folder (no manifest.json); run `edgetl export` first")
-    save_npz(bundle_dir / doc.get("file", "openset.npz"), arrays)
-    refresh_manifest(bundle_dir, unknown=doc)
+    npz = bundle_dir / doc.get("file", "openset.npz")
+    tmp = _write_npz(npz, arrays)  # a full disk here leaves the bundle as it was
+    try:
+        os.replace(tmp, npz)
+    finally:
+        tmp.unlink(missing_ok=True)
+    refresh_manifest(bundle_dir, unknown=doc)  # until this lands the manifest's hashes flag openset.npz as changed
     log.info("wrote the open-set scorer into %s; sign the bundle again (`edgetl bundle sign`)", bundle_dir)
 
 

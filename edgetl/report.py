@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.atomic import write_text
 from edgetl.errors import EdgetlError
 
 log = logging.getLogger(__name__)
@@ -527,8 +528,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, misclass
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017 - py3.10 support
     page = render_html(f"edgetl run report: {run.path.resolve().name}", f"{run.path.resolve()} · {now}", sections)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)  # never leave a half-written report behind
+    write_text(path, page)  # never leave a half-written report (or its temporary file) behind
     log.info("report written to %s (%d kB)", path, len(page) // 1024)
     return path

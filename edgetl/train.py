@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import types
@@ -451,37 +452,61 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise EdgetlError(f"--out {out} is a file; give a folder for the run")
     # a previous run's openset/ (copied into bundles by export) and export/ must not sit beside a new model
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and set(out.iterdir()) - set(_stale_stages(out)) and not overwrite:
         raise EdgetlError(f"--out {out} already holds files (a previous run?); pass --overwrite to replace that run "
                           "(with its export/ and openset/) or choose another --out")
 
 
 def _write_run(out: Path, model, cfg: TrainConfig, classes, splits, history, metrics, spec, val_spec) -> None:
+    """Write the run's files into a hidden folder inside `out`, and only when all are written (a full disk
+    leaves the previous run as it was) swap them in: the old run's config.json goes first and the new one
+    lands last, so a kill mid-swap leaves a folder Run() refuses as incomplete, never a mix of two runs."""
     import shutil
 
+    import edgetl
+    from edgetl.atomic import naming, stage_dir
     from edgetl.plots import plot_confusion_matrix, plot_curves
 
-    for name in RUN_OUTPUTS:  # reached with an empty --out or --overwrite: drop the old run and what its model made
+    config = {**asdict(cfg), "data": spec.describe(), "val_data": val_spec.describe() if val_spec else None,
+              "num_classes": len(classes), "counts": {k: len(v) for k, v in splits.items()},
+              "input": {"dtype": "float32", "range": [0, 255], "shape": [cfg.size, cfg.size, 3], "color": "RGB"},
+              "edgetl_version": edgetl.__version__}
+    writers = {
+        "model.keras": model.save,
+        "labels.txt": lambda p: p.write_text("".join(c + "\n" for c in classes), encoding="utf-8"),  # Run: UTF-8
+        "split.csv": lambda p: write_split_csv(p, splits),
+        "history.csv": lambda p: write_history_csv(p, history),
+        "metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2)),
+        "curves.png": lambda p: plot_curves(history, p),
+        "confusion_matrix.png": lambda p: plot_confusion_matrix(
+            np.array(metrics["val"]["confusion_matrix"]), classes, p,
+            title=f"validation (accuracy {metrics['val_accuracy']:.3f})"),
+        "config.json": lambda p: p.write_text(json.dumps(config, indent=2)),  # last: it completes a run
+    }
+    stage = stage_dir(out, "train")
+    try:
+        for name, write in writers.items():
+            with naming(out / name):
+                write(stage / name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    # Nothing below needs disk space. An empty --out or --overwrite: drop the old run and what its model made.
+    for name in ("config.json", *RUN_OUTPUTS):
         p = out / name
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
         elif p.exists() or p.is_symlink():
             p.unlink()
-    model.save(out / "model.keras")
-    (out / "labels.txt").write_text("".join(c + "\n" for c in classes), encoding="utf-8")  # Run reads UTF-8
-    config = {**asdict(cfg), "data": spec.describe(), "val_data": val_spec.describe() if val_spec else None,
-              "num_classes": len(classes), "counts": {k: len(v) for k, v in splits.items()},
-              "input": {"dtype": "float32", "range": [0, 255], "shape": [cfg.size, cfg.size, 3], "color": "RGB"}}
-    import edgetl
+    for name in writers:
+        os.replace(stage / name, out / name)
+    stage.rmdir()
+    for p in _stale_stages(out):  # left by a run killed while writing
+        shutil.rmtree(p, ignore_errors=True)
 
-    config["edgetl_version"] = edgetl.__version__
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    write_split_csv(out / "split.csv", splits)
-    write_history_csv(out / "history.csv", history)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_curves(history, out / "curves.png")
-    plot_confusion_matrix(np.array(metrics["val"]["confusion_matrix"]), classes, out / "confusion_matrix.png",
-                          title=f"validation (accuracy {metrics['val_accuracy']:.3f})")
+
+def _stale_stages(out: Path) -> list[Path]:
+    return [p for p in out.glob(".train.*.partial") if p.is_dir()] if out.is_dir() else []
 
 
 class _CallableModule(types.ModuleType):

@@ -17,6 +17,7 @@ try:  # the device package is part of the same distribution, but keep the host C
 except ImportError:  # pragma: no cover
     DeviceError = RuntimeError  # type: ignore[misc,assignment]
 
+from edgetl.atomic import disk_full_message, is_no_space
 from edgetl.errors import EdgetlError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (EdgetlError, DeviceError)
@@ -32,6 +33,10 @@ def _wrap(callback: Callable[..., Any]) -> Callable[..., Any]:
             return callback(*args, **kwargs)
         except USER_ERRORS as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        except OSError as exc:  # a full disk, a read-only or missing folder: one line, not a traceback
+            message = disk_full_message(exc.filename or "the output", exc) if is_no_space(exc) else str(exc)
+            typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from exc
 
     wrapper._edgetl_wrapped = True  # type: ignore[attr-defined]
