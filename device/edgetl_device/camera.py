@@ -129,26 +129,53 @@ class OpenCVSource:
 
 
 class FolderSource:
-    """Images of a folder in name order; unreadable files are corrupt frames."""
+    """Images of a folder in name order; unreadable files are corrupt frames. Images added while it runs (a camera
+    uploading snapshots) are read too when they arrive before the end of the listing, once unchanged for `settle` s."""
 
     live = False
 
-    def __init__(self, folder: str | Path, fps: float | None = None) -> None:
+    def __init__(self, folder: str | Path, fps: float | None = None, settle: float = 0.5) -> None:
         self.folder = Path(folder)
         self._fps = fps
+        self.settle = settle
         self._files: list[Path] = []
+        self._listed: set[Path] = set()
         self._pos = 0
+
+    def _images(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
     def open(self) -> None:
         if not self.folder.is_dir():
             raise DeviceError(f"image folder not found: {self.folder}")
-        self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self._files = self._images()
         if not self._files:
             raise DeviceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {self.folder}")
+        self._listed = set(self._files)
         self._pos = 0
 
+    def _list_new(self) -> bool:
+        """Append the images added since the folder was listed; True if there were any."""
+        try:
+            new = [p for p in self._images() if p not in self._listed]
+        except OSError:
+            return False
+        self._files += new
+        self._listed.update(new)
+        # An upload still being written decodes as half a picture: wait (boundedly) until none changed for `settle`.
+        deadline = time.monotonic() + 4 * self.settle
+        while new and time.monotonic() < deadline:
+            try:
+                age = time.time() - max(p.stat().st_mtime for p in new)
+            except OSError:
+                break
+            if age >= self.settle:
+                break
+            time.sleep(min(self.settle - max(0.0, age), max(0.0, deadline - time.monotonic())))
+        return bool(new)
+
     def read(self) -> np.ndarray | None:
-        if self._pos >= len(self._files):
+        if self._pos >= len(self._files) and not self._list_new():
             raise EOFError
         path = self._files[self._pos]
         self._pos += 1
@@ -159,6 +186,7 @@ class FolderSource:
 
     def close(self) -> None:
         self._files = []
+        self._listed = set()
 
     @property
     def fps(self) -> float | None:
