@@ -272,3 +272,42 @@ def test_stream_that_vanishes_and_comes_back_is_reconnected():
     finally:
         cam.stop()
         server.close()
+
+
+class _GreyCamera:
+    """A live camera in a grey / BGRA / 16-bit mode (a V4L2 mode this machine has no camera for)."""
+
+    live = True
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames, self.i = frames, 0
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray | None:
+        time.sleep(0.005)
+        frame = self.frames[self.i % len(self.frames)]
+        self.i += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def fps(self) -> float | None:
+        return None
+
+
+def test_grey_bgra_and_16_bit_camera_frames_become_bgr_instead_of_bad_reads():
+    # Counted as bad reads before: a grey camera looked like a stream dropping forever (reconnect after reconnect).
+    frames = [np.full((48, 64), 90, np.uint8), np.full((48, 64, 4), 90, np.uint8),
+              np.full((48, 64), 90 << 8, np.uint16)]
+    cam = Camera(CameraConfig(source=0, max_bad_reads=2), _GreyCamera(frames)).start()
+    try:
+        got = [cam.read(timeout=2) for _ in range(6)]
+        assert all(f is not None and f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in got)
+        assert all(int(f.image[0, 0, 0]) == 90 for f in got)
+        assert cam.bad_reads == 0 and cam.reconnects == 0
+    finally:
+        cam.stop()

@@ -53,6 +53,21 @@ def redact_source(source: int | str) -> str:
     return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/@:]*):[^/]*@", r"\1:***@", str(source))
 
 
+def as_bgr(img: np.ndarray | None) -> np.ndarray | None:
+    """8-bit BGR from what a driver may hand over (a V4L2 grey mode, BGRA, 16-bit); None when it is no image."""
+    if img is None or img.size == 0 or img.ndim not in (2, 3):
+        return img
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.dtype != np.uint8:
+        return img
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    return img
+
+
 def source_kind(source: int | str) -> str:
     """'device', 'url', 'picamera2', 'folder' or 'file'."""
     if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
@@ -397,6 +412,7 @@ class Camera:
                 if not self._open_with_backoff():
                     return
                 continue
+            img = as_bgr(img)
             if img is None or img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
                 bad += 1
                 self.bad_reads += 1
