@@ -1,5 +1,9 @@
 """Turn user-facing errors into one line on stderr and exit code 2, for every command.
 
+Exit codes of the `edgetl` commands: 0 success; 1 the command ran but what it checks failed (`data check
+--strict`, `edgetpu check --strict`, `fleet command`/`fleet deploy`); 2 a user error (bad option, missing or
+unreadable input, a bundle that fails `bundle verify`); 3 `export`'s int8 parity check failed.
+
 Wrapping the callbacks (rather than `main`) makes the behaviour the same under
 typer's CliRunner, the console script and `python -m edgetl`.
 """
@@ -23,6 +27,11 @@ from edgetl.errors import EdgetlError
 USER_ERRORS: tuple[type[BaseException], ...] = (EdgetlError, DeviceError)
 
 
+def one_line(message: object) -> str:
+    """`message` with every run of whitespace, newlines included, as one space: `error: ...` stays one line."""
+    return " ".join(str(message).split())
+
+
 def _wrap(callback: Callable[..., Any]) -> Callable[..., Any]:
     if getattr(callback, "_edgetl_wrapped", False):
         return callback
@@ -32,11 +41,11 @@ def _wrap(callback: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return callback(*args, **kwargs)
         except USER_ERRORS as exc:
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {one_line(exc)}", err=True)
             raise typer.Exit(2) from exc
         except OSError as exc:  # a full disk, a read-only or missing folder: one line, not a traceback
             message = disk_full_message(exc.filename or "the output", exc) if is_no_space(exc) else str(exc)
-            typer.echo(f"error: {message}", err=True)
+            typer.echo(f"error: {one_line(message)}", err=True)
             raise typer.Exit(2) from exc
 
     wrapper._edgetl_wrapped = True  # type: ignore[attr-defined]

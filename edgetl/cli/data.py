@@ -23,8 +23,10 @@ def check_cmd(
     near_distance: int = typer.Option(4, help="Perceptual-hash distance (0-64) counted as a near duplicate."),
     tiny_class: int = typer.Option(10, help="Warn about classes with fewer images than this."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when images are unreadable/corrupt or "
+                                "duplicates leak across train/val/test (the report is printed either way)."),
 ) -> None:
-    """Classes, counts, sizes, corrupt files, duplicates/leakage, imbalance."""
+    """Classes, counts, sizes, corrupt files, duplicates/leakage, imbalance (a report: exit 0 unless --strict)."""
     from edgetl.data import check_dataset
 
     report = check_dataset(_data_arg(data, csv), near_distance=near_distance, tiny_class=tiny_class,
@@ -33,18 +35,23 @@ def check_cmd(
         typer.echo(json.dumps(report, indent=2))
     else:
         _print_check(report)
+    if strict and (report["unreadable"] or any(d["cross_split"] for d in report["duplicates"])):
+        raise typer.Exit(1)
 
 
 def _print_check(r: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    # paths, class names and messages are data: `IMG [copy].png` must not be read as rich markup
     console = Console()
     splits = list(r["counts"])
-    t = Table("class", *splits, "total", title=f"{r['data']}: {r['total']} images, {r['readable']} readable")
+    t = Table("class", *splits, "total",
+              title=f"{escape(str(r['data']))}: {r['total']} images, {r['readable']} readable")
     for c in r["classes"]:
         per = [r["counts"][s].get(c, 0) for s in splits]
-        t.add_row(c, *map(str, per), str(sum(per)))
+        t.add_row(escape(c), *map(str, per), str(sum(per)))
     console.print(t)
     if r["sizes"]:
         w, h = r["sizes"]["width"], r["sizes"]["height"]
@@ -54,15 +61,15 @@ def _print_check(r: dict) -> None:
         console.print(f"detail: about {d['median_px']} px (median; {d['median_ratio']:.2f} of the stored size); "
                       f"{d['upscaled']} image(s) enlarged 2x or more")
     for b in r["unreadable"][:20]:
-        console.print(f"[red]unreadable[/] {b['error']}", markup=True, highlight=False)
+        console.print(f"[red]unreadable[/] {escape(b['error'])}", markup=True, highlight=False)
     for d in r["duplicates"][:20]:
         flag = "[red]LEAK[/] " if d["cross_split"] else ""
         console.print(f"{flag}{d['kind']} duplicate (distance {d['distance']}, {'/'.join(d['splits'])}): "
-                      f"{' = '.join(d['paths'])}", highlight=False)
+                      f"{escape(' = '.join(d['paths']))}", highlight=False)
     if len(r["duplicates"]) > 20:
         console.print(f"... {len(r['duplicates']) - 20} more duplicate groups (see --json)")
     for w_ in r["warnings"]:
-        console.print(f"[yellow]warning:[/] {w_}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(w_)}", highlight=False)
     if not r["warnings"]:
         console.print("[green]no problems found[/]")
 
@@ -78,7 +85,7 @@ def split_cmd(
     split_column: str = SPLIT_COLUMN,
     val: float = typer.Option(0.2, "--val", help="Validation fraction."),
     test: float = typer.Option(0.1, "--test", help="Test fraction (0 = no test split)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Random seed for the split."),
 ) -> None:
     """Stratified, seeded train/val/test split written as a manifest (no files copied)."""
     from edgetl.data import split_manifest
@@ -98,7 +105,7 @@ def from_video_cmd(
     scene_threshold: float = typer.Option(None, "--scene-threshold",
                                           help="Keep a frame when it differs from the last kept one by more "
                                           "than T (mean grey-level difference, 0-255; try 10-30)."),
-    max_frames: int = typer.Option(None, "--max-frames"),
+    max_frames: int = typer.Option(None, "--max-frames", help="Stop after writing this many frames."),
     size: int = typer.Option(None, "--max-side", help="Downscale so the longer side is at most this."),
 ) -> None:
     """Extract frames (every N, or on scene change) into a class folder."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from edgetl.cli._errors import one_line
 from edgetl.errors import EdgetlError
 
 calibrate_app = typer.Typer(help="Representative image sets for int8 calibration.", no_args_is_help=True)
@@ -38,7 +39,8 @@ def export(
     edgetpu: bool = typer.Option(False, "--edgetpu", help="Check Edge TPU compatibility; compile when "
                                  "edgetpu_compiler is on PATH."),
     allow_cpu_ops: bool = typer.Option(False, "--allow-cpu-ops", help="Accept ops falling back to the CPU."),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest accepted accuracy drop, in points."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest accepted accuracy drop, in points; "
+                                   "beyond it export exits 3 and leaves the bundle unsigned."),
     key: Path = typer.Option(None, "--key", help="Private key: sign the bundle right away."),
     version: str = typer.Option(None, "--version", help="Model version (default RUNNAME-TIMESTAMP)."),
     threads: int = typer.Option(None, "--threads", help="Interpreter threads for the parity check."),
@@ -56,7 +58,7 @@ def export(
                          model_version=version, num_threads=threads, overwrite=overwrite,
                          bias_correction=bias_correction)
     except ParityError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(exc)}", err=True)
         raise typer.Exit(3) from exc
     p, s, m = res.parity, res.summary, res.manifest
     _table(f"export {m['model_version']}", [
@@ -77,8 +79,8 @@ def export(
 def bench(
     model: Path = typer.Argument(..., help="A .tflite file or a bundle directory."),
     threads: int = typer.Option(None, "--threads", help="Interpreter threads (default: all cores)."),
-    runs: int = typer.Option(100, "--runs"),
-    warmup: int = typer.Option(10, "--warmup"),
+    runs: int = typer.Option(100, "--runs", help="Timed invokes."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed invokes first."),
     delegate: str = typer.Option("auto", "--delegate", help="auto | none | edgetpu"),
     edgetpu: bool = typer.Option(False, "--edgetpu", help="Benchmark the bundle's model_edgetpu.tflite."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -102,8 +104,8 @@ def calibrate_build(
     size: int = typer.Option(300, "--size", help="Number of images."),
     extra: Path = typer.Option(None, "--extra", help="Frames (images/videos) captured by the target camera."),
     extra_fraction: float = typer.Option(0.3, "--extra-fraction", help="Share of the set taken from --extra."),
-    seed: int = typer.Option(0, "--seed"),
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    seed: int = typer.Option(0, "--seed", help="Random seed for the pick."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing set in --out."),
 ) -> None:
     """Pick a stratified, de-duplicated calibration set (with a manifest)."""
     from edgetl.calibrate import build
@@ -115,7 +117,7 @@ def calibrate_build(
 @keys_app.command("generate")
 def keys_generate(
     name: Path = typer.Argument(..., help="Writes NAME.key (private, keep secret) and NAME.pub (for devices)."),
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing NAME.key / NAME.pub."),
 ) -> None:
     """Generate an Ed25519 signing key pair."""
     from edgetl.bundle import generate_keys
@@ -143,7 +145,7 @@ def bundle_verify(
     trusted_key: list[Path] = typer.Option(..., "--trusted-key", help="Trusted public key(s) or a folder of .pub."),
     extract_to: Path = typer.Option(None, "--extract-to", help="Also unpack a verified archive here."),
 ) -> None:
-    """Verify hashes, signature, schema and archive safety with the device's own code."""
+    """Verify hashes, signature, schema and archive safety with the device's own code; exit 2 if any fails."""
     from edgetl.bundle import verify
 
     b = verify(path, trusted_key, extract_to=extract_to)
@@ -153,7 +155,7 @@ def bundle_verify(
 @bundle_app.command("inspect")
 def bundle_inspect(
     path: Path = typer.Argument(..., help="Bundle directory or .tar.gz."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show a bundle's manifest (no signature check; use `verify` for that)."""
     from edgetl.bundle import inspect_bundle
@@ -192,7 +194,7 @@ def bundle_pack(
 @edgetpu_app.command("check")
 def edgetpu_check(
     model: Path = typer.Argument(..., help="A .tflite file."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when the model is not fully compatible."),
 ) -> None:
     """Static op-by-op Edge TPU compatibility check (recognises already compiled models)."""

@@ -18,6 +18,10 @@ SCORER_HELP = ("msp | energy | maxlogit | cosine | knn | mahalanobis | relative_
 KNN_SPACE_HELP = ("kNN: search the whitened space of the shared class covariance (cheaper; what `combined` "
                   "uses) or the plain embedding (cosine).")
 
+K_HELP = "kNN: which neighbour."
+BANK_SIZE_HELP = "kNN: training vectors kept (<= 2000)."
+SHRINKAGE_HELP = "Mahalanobis covariance shrinkage (0-1)."
+
 
 BACKGROUND_HELP = ("relative Mahalanobis: fit the background Gaussian on the embedding (Ren et al.; catches "
                    "unrelated photos) or in the class-whitened space (cheaper; better on in-scene unknowns, "
@@ -51,9 +55,9 @@ def fit_cmd(
     outliers: Path = typer.Option(None, "--outliers", help="Folder of images that are NOT any known class "
                                   "(outlier exposure; also used to pick the scorer)."),
     bundle: Path = typer.Option(None, "--bundle", help="Also write into this exported bundle folder."),
-    k: int = typer.Option(1, "--k", help="kNN: which neighbour."),
-    bank_size: int = typer.Option(2000, "--bank-size", help="kNN: training vectors kept (<= 2000)."),
-    shrinkage: float = typer.Option(0.1, "--shrinkage", help="Mahalanobis covariance shrinkage (0-1)."),
+    k: int = typer.Option(1, "--k", help=K_HELP),
+    bank_size: int = typer.Option(2000, "--bank-size", help=BANK_SIZE_HELP),
+    shrinkage: float = typer.Option(0.1, "--shrinkage", help=SHRINKAGE_HELP),
     knn_space: str = typer.Option(DEFAULT_KNN_SPACE, "--knn-space", help=KNN_SPACE_HELP),
     background: str = typer.Option(DEFAULT_BACKGROUND, "--background", help=BACKGROUND_HELP),
     out: Path = typer.Option(None, "--out", help="Output folder (default RUN/openset)."),
@@ -79,9 +83,9 @@ def evaluate_cmd(
     false_alarm: float = typer.Option(0.05, "--false-alarm", help="Target when a scorer is fitted here."),
     tflite: Path = typer.Option(None, "--tflite", help="Compute embeddings with this TFLite model."),
     device_model: bool = typer.Option(False, "--device-model", help="Use RUN/export/model.tflite when it exists."),
-    k: int = typer.Option(1, "--k"),
-    bank_size: int = typer.Option(2000, "--bank-size"),
-    shrinkage: float = typer.Option(0.1, "--shrinkage"),
+    k: int = typer.Option(1, "--k", help=K_HELP),
+    bank_size: int = typer.Option(2000, "--bank-size", help=BANK_SIZE_HELP),
+    shrinkage: float = typer.Option(0.1, "--shrinkage", help=SHRINKAGE_HELP),
     knn_space: str = typer.Option(DEFAULT_KNN_SPACE, "--knn-space", help=KNN_SPACE_HELP),
     background: str = typer.Option(DEFAULT_BACKGROUND, "--background", help=BACKGROUND_HELP),
     out: Path = typer.Option(None, "--out", help="Folder with openset.json and for the plots (default RUN/openset)."),
@@ -112,9 +116,9 @@ def loco_cmd(
     run: Path = typer.Argument(..., help="Run folder written by `edgetl train`."),
     scorer: list[str] = typer.Option(None, "--scorer", help="Scorers to compare (repeat); default all."),
     tflite: Path = typer.Option(None, "--tflite", help="Compute embeddings with this TFLite model."),
-    k: int = typer.Option(1, "--k"),
-    bank_size: int = typer.Option(2000, "--bank-size"),
-    shrinkage: float = typer.Option(0.1, "--shrinkage"),
+    k: int = typer.Option(1, "--k", help=K_HELP),
+    bank_size: int = typer.Option(2000, "--bank-size", help=BANK_SIZE_HELP),
+    shrinkage: float = typer.Option(0.1, "--shrinkage", help=SHRINKAGE_HELP),
     knn_space: str = typer.Option(DEFAULT_KNN_SPACE, "--knn-space", help=KNN_SPACE_HELP),
     background: str = typer.Option(DEFAULT_BACKGROUND, "--background", help=BACKGROUND_HELP),
     out: Path = typer.Option(None, "--out", help="Output folder (default RUN/openset)."),

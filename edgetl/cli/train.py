@@ -49,28 +49,31 @@ def train_cmd(
                                "tools/bench_train.py) for the options below that you do not give."),
     epochs: int = typer.Option(None, help="Phase 1 epochs (head on the frozen backbone, augmented); "
                                "with cached embeddings the head is solved outright and any value > 0 runs it. "
-                               f"[default: {_D.epochs}]"),
+                               f"\\[default: {_D.epochs}]"),
     fine_tune_epochs: int = typer.Option(None, help="Phase 2 epochs (top blocks unfrozen); 0 skips it. "
-                                         f"[default: {_D.fine_tune_epochs}]"),
+                                         f"\\[default: {_D.fine_tune_epochs}]"),
     fine_tune_blocks: int = typer.Option(None, help="How many top backbone blocks phase 2 unfreezes. "
-                                         f"[default: {_D.fine_tune_blocks}]"),
-    batch_size: int = typer.Option(32),
-    learning_rate: float = typer.Option(None, "--lr", help=f"Phase 1 learning rate. [default: {_D.learning_rate:g}]"),
+                                         f"\\[default: {_D.fine_tune_blocks}]"),
+    batch_size: int = typer.Option(32, help="Images per training step."),
+    learning_rate: float = typer.Option(None, "--lr",
+                                        help=f"Phase 1 learning rate. \\[default: {_D.learning_rate:g}]"),
     fine_tune_learning_rate: float = typer.Option(None, "--fine-tune-lr",
                                                   help="Phase 2 learning rate (cosine). "
-                                                  f"[default: {_D.fine_tune_learning_rate:g}]"),
+                                                  f"\\[default: {_D.fine_tune_learning_rate:g}]"),
     fine_tune_guard: bool = typer.Option(True, "--fine-tune-guard/--no-fine-tune-guard",
                                          help="Revert phase 2 if validation got worse than after phase 1."),
-    dropout: float = typer.Option(0.2),
+    dropout: float = typer.Option(0.2, help="Dropout rate before the classifier layer."),
     embedding: str = typer.Option(None, help="gap (average of the final features) | multiscale (plus a max over "
                                   "the stride-16 features, standardised): small objects in a fixed camera's view. "
-                                  f"[default: {_D.embedding}]"),
+                                  f"\\[default: {_D.embedding}]"),
     center_crop: float = typer.Option(None, "--center-crop", help="Crop the centred square, this fraction of "
                                       "the shorter side, before resizing (aspect kept; photos); 0 = whole frame, "
                                       "squeezed (a fixed camera's edges matter). The bundle tells the device. "
-                                      "[default: whole frame]"),
-    label_smoothing: float = typer.Option(None, help=f"[default: {_D.label_smoothing:g}]"),
-    class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights"),
+                                      "\\[default: whole frame]"),
+    label_smoothing: float = typer.Option(None, help="Label smoothing of the training loss (0 = off). "
+                                          f"\\[default: {_D.label_smoothing:g}]"),
+    class_weights: bool = typer.Option(True, "--class-weights/--no-class-weights",
+                                       help="Weight the loss by inverse class frequency (imbalanced data)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Flip, rotation, zoom, shift, "
                                  "brightness/contrast on the fly."),
     cache_embeddings: bool = typer.Option(None, "--cache-embeddings/--no-cache-embeddings",
@@ -78,9 +81,9 @@ def train_cmd(
                                           "softmax regression, its L2 strength cross-validated on the training "
                                           "images (automatic with --no-augment)."),
     patience: int = typer.Option(None, help="Early stopping patience (val loss; best weights restored); 0 = off. "
-                                 f"[default: {_D.patience}]"),
+                                 f"\\[default: {_D.patience}]"),
     val_split: float = typer.Option(0.2, help="Validation fraction when DATA has no val split."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Random seed (split, initialisation, augmentation)."),
     strategy: str = typer.Option("default", help="default|mirrored|multiworker (tf.distribute)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write RUN/report.html at the end."),
 ) -> None:
@@ -119,7 +122,7 @@ def evaluate_cmd(
     label_column: str = LABEL_COLUMN,
     missing_label: str = MISSING_LABEL,
     split_column: str = SPLIT_COLUMN,
-    top_k: int = typer.Option(5, "--top-k"),
+    top_k: int = typer.Option(5, "--top-k", help="Also report top-K accuracy."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
     plot: Path = typer.Option(None, "--plot", help="Write a confusion-matrix PNG here."),
 ) -> None:
