@@ -11,11 +11,13 @@ float SQUARE.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -179,7 +181,8 @@ def convert(graph, quant: str, io: str, calibration: np.ndarray | None = None) -
         conv.inference_input_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
         conv.inference_output_type = conv.inference_input_type
     try:
-        flatbuffer = conv.convert()
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints "Saved artifact at ...": stdout is the user's
+            flatbuffer = conv.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError/RuntimeError/ValueError
         scratch = _scratch_space_error(graph)
         if scratch:
@@ -440,6 +443,8 @@ def export_run(run_path: str | os.PathLike[str], out: str | os.PathLike[str] | N
     from edgetl.run import Run
 
     run = Run(run_path)
+    if key is not None and not isinstance(key, bundle.Ed25519PrivateKey):
+        key = bundle.load_private_key(key)  # a wrong --key fails now, not after the whole conversion
     io = io or ("uint8" if quant == "int8" else "float32")
     if quant != "int8" and io != "float32":
         raise EdgetlError(f"--io {io} needs --quant int8 (a {quant} model has float32 inputs and outputs)")

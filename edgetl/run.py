@@ -117,7 +117,12 @@ class Run:
     def load_model(self):
         import keras
 
-        return keras.models.load_model(self.model_path, compile=False)
+        try:
+            return keras.models.load_model(self.model_path, compile=False)
+        except (OSError, ValueError) as exc:  # unreadable, truncated or not a Keras file: name it, no traceback
+            first = (str(exc).splitlines() or [repr(exc)])[0][:200]
+            raise EdgetlError(f"cannot load {self.model_path}: {first}; re-train the run (or restore its "
+                              "model.keras)") from exc
 
     def embedding_model(self, model=None):
         """Raw pixels -> [probabilities, L2-normalised embedding] (the bundle's two outputs)."""

@@ -80,3 +80,28 @@ def test_pack_refuses_an_archive_inside_the_bundle(tiny_export_run, tmp_path):
     with pytest.raises(EdgetlError, match="inside the bundle"):
         pack_bundle(res.out_dir, res.out_dir / "b.tar.gz")
     assert pack_bundle(res.out_dir, tmp_path / "b.tar.gz").is_file()
+
+
+def test_truncated_model_keras_is_a_clear_error_naming_it(tiny_export_run, tmp_path):
+    run = _copy(tiny_export_run, tmp_path / "run")
+    data = (run / "model.keras").read_bytes()
+    (run / "model.keras").write_bytes(data[: len(data) // 3])  # a copy cut short
+    with pytest.raises(EdgetlError, match="cannot load .*model.keras"):
+        export_run(run, tmp_path / "out", quant="float32")
+
+
+def test_missing_signing_key_fails_before_the_conversion(tiny_export_run, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(EdgetlError, match="private key not found"):
+        export_run(tiny_export_run, out, quant="float32", key=tmp_path / "nope.key")
+    assert not out.exists()  # refused up front: no bundle was converted and left unsigned
+
+
+def test_export_cli_keeps_stdout_for_its_own_output(tiny_export_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgetl.cli import app
+
+    r = CliRunner().invoke(app, ["export", str(tiny_export_run), "--quant", "float32", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "Saved artifact" not in r.stdout  # Keras' export chatter belongs on stderr
