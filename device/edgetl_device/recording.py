@@ -164,7 +164,7 @@ class Recorder:
         self._cooldown_until = float("-inf")
         self.allowed = True  # the disk guard clears this
         self.manual_until: float | None = None  # manual recording: None = off, inf = until stopped
-        self.clips_written: list[ClipInfo] = []
+        self.clips_written = 0  # a count: keeping every saved ClipInfo grew ~3 KB a clip for the process's life
         self.clips_failed = 0
         self._last_time = float("-inf")
         remove_stale_temp_files(self.clips_dir)  # retention never counts temp files: a crash's would stay forever
@@ -303,7 +303,7 @@ class Recorder:
             self.clips_failed += 1
             return None
         clip.best_frame = None  # release the memory
-        self.clips_written.append(clip)
+        self.clips_written += 1
         log.info("clip %s saved (%d frames, %s)", clip.video_path.name, writer.written, reason)
         return clip
 

@@ -206,6 +206,8 @@ class Runtime:
                                      self.config.device_id, self.model.model_version)
             self.recorder.allowed = self.storage.recording_allowed
             self.recorder.manual_until = old.manual_until if old else None  # a manual recording outlives a reload
+            if old is not None:  # the status counts clips since start, not since the last reload
+                self.recorder.clips_written, self.recorder.clips_failed = old.clips_written, old.clips_failed
         self.frames_in += 1
         transitions: list[Transition] = []
         decision = None
@@ -348,7 +350,7 @@ class Runtime:
             "inference_ms_p95": _round(percentile(self.inference_ms, 95)),
             "cpu_s_per_frame": round(cpu / self.frames_in, 5) if self.frames_in else None,
             "recording": bool(self.recorder and self.recorder.recording),
-            "clips_written": len(self.recorder.clips_written) if self.recorder else 0,
+            "clips_written": self.recorder.clips_written if self.recorder else 0,
             "active_object": self.decider.active.label if self.decider.active else None,
             "unknown_threshold": self.decider.threshold,
             "events_published": self.events_published,
