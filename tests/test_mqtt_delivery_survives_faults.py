@@ -182,3 +182,24 @@ def test_full_outbox_drops_by_policy_and_reports_it_in_telemetry(broker, tmp_pat
         reporter.stop()
     seqs = sorted(e["seq"] for e in sub.of("events"))
     assert seqs == (list(range(31, 81)) if policy == "drop_oldest" else list(range(1, 51)))
+
+
+def test_broker_outage_is_one_warning_not_an_error_per_reconnect_attempt(tmp_path, caplog):
+    # paho logs an ERROR for every failed reconnect attempt (one every 1..30 s for the whole outage): an
+    # operator's journal filled with errors for a condition the device handles. One warning per outage instead.
+    from tests.support.mosquitto import MosquittoBroker, free_port, mosquitto_binary
+
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto not installed (tools/test.sh installs it)")
+    port = free_port()
+    with caplog.at_level(logging.DEBUG, logger="edgetl_device.mqtt"):
+        reporter = reporter_for(port, tmp_path)
+        time.sleep(3.5)  # the first connect and two retries (1 s, 2 s) fail: nothing listens yet
+        with MosquittoBroker(port=port, workdir=tmp_path / "broker"):
+            assert reporter.wait_connected(10)
+            reporter.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    unreachable = [r for r in caplog.records if "unreachable" in r.getMessage() and r.levelno == logging.WARNING]
+    assert len(unreachable) == 1
+    assert any("Client is not connected" in r.getMessage() for r in caplog.records)  # still there, at DEBUG

@@ -71,6 +71,16 @@ def _request_id(payload: bytes) -> str | None:
     return rid[:128] if isinstance(rid, str) else None
 
 
+class _OutageNoise(logging.Filter):
+    """paho logs an ERROR on every failed reconnect attempt ("Client is not connected"), up to one every 30 s
+    through a broker outage, which the reporter already reports once as a warning: keep those at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "Client is not connected" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 class MqttReporter:
     """Reporter over MQTT (paho-mqtt 2.x, MQTT 3.1.1). Starts connecting at once, in the background."""
 
@@ -94,6 +104,7 @@ class MqttReporter:
         self._status_lock = threading.Lock()  # publish() against _on_connect: the newest status is sent last
         self._online_sent: dict[str, Any] | None = None  # the "online" status sent on this connection
         self.last_error: str | None = None
+        self._unreachable_logged = False  # one warning per outage, not one per reconnect attempt
 
         self._connected = threading.Event()
         self._stopping = threading.Event()
@@ -198,7 +209,10 @@ class MqttReporter:
         cfg = self.config
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
                              protocol=mqtt.MQTTv311)
-        client.enable_logger(logging.getLogger("edgetl_device.mqtt.paho"))
+        paho_log = logging.getLogger("edgetl_device.mqtt.paho")
+        if not any(isinstance(f, _OutageNoise) for f in paho_log.filters):
+            paho_log.addFilter(_OutageNoise())
+        client.enable_logger(paho_log)
         # The will is fixed at connect: a time in it would date every later outage to this connect, so it has
         # none and receivers use the time it arrives (when the broker noticed the device gone).
         will = {**status_payload(self.device_id, "offline"), "time": None}
@@ -223,6 +237,7 @@ class MqttReporter:
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -235,6 +250,7 @@ class MqttReporter:
                       self.last_error, self.client_id)
             return
         self._connect_count += 1
+        self._unreachable_logged = False
         if self._connect_count > 1:
             self.reconnects += 1
         log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
@@ -245,6 +261,13 @@ class MqttReporter:
             self._online_sent = online
             self._connected.set()
         self._wake.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        # Once per outage (paho retries every 1..30 s): a WARNING here rather than an ERROR per attempt.
+        if not self._unreachable_logged and not self._stopping.is_set():
+            self._unreachable_logged = True
+            self.last_error = f"broker {self.config.host}:{self.config.port} unreachable"
+            log.warning("MQTT %s; retrying every 1-30 s, events wait in the outbox", self.last_error)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
