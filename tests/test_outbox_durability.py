@@ -130,3 +130,20 @@ def test_ack_failing_on_a_locked_file_keeps_full_sync_and_the_outbox_usable(tmp_
     assert box.put({"event_id": "e3"})["seq"] == 3 and box.ack([1]) == 1
     assert [s for s, _ in box.pending()] == [2, 3] and box.depth == 2
     box.close()
+
+
+def test_write_ahead_log_is_trimmed_after_checkpoints(tmp_path):
+    # A device sends events for months: the -wal file stayed at its high-water mark (~4 MB) for the life of
+    # the process; it is trimmed back to WAL_SIZE_LIMIT after each automatic checkpoint.
+    from edgetl_device.outbox import WAL_SIZE_LIMIT
+
+    box = Outbox(tmp_path / "o.sqlite3", sync="normal")
+    try:
+        for i in range(3000):
+            stored = box.put({"type": "start", "object_id": f"o{i}", "pad": "x" * 400})
+            box.ack([stored["seq"]])
+        wal = tmp_path / "o.sqlite3-wal"
+        assert wal.stat().st_size <= WAL_SIZE_LIMIT + 64 * 1024, wal.stat().st_size
+        assert box.depth == 0 and box.last_seq == 3000
+    finally:
+        box.close()

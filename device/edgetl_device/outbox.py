@@ -31,6 +31,9 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', 0), ('dropped', 0);
 """
 
 
+WAL_SIZE_LIMIT = 512 * 1024  # bytes the write-ahead log may keep between checkpoints
+
+
 class Outbox:
     """Thread-safe bounded event outbox (one connection guarded by a lock).
 
@@ -54,6 +57,9 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # SQLite keeps the WAL at its high-water mark (~4 MB after the default 1000-page checkpoint) until
+            # close; on a small SD card trim it back to this after each checkpoint.
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             self._db.executescript(_SCHEMA)
             # Counting reads every events page: damage there must get the same clear error.
