@@ -184,6 +184,9 @@ def verify(path: str | os.PathLike[str], trusted_keys: Any, extract_to: str | os
 def pack_bundle(bundle_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """A reproducible .tar.gz of the bundle (files at top level, sorted, fixed mtime/owner)."""
     bundle_dir, out = Path(bundle_dir), Path(out)
+    if out.is_dir():
+        raise EdgetlError(f"--out {out} is a folder; give the archive's file name, e.g. "
+                          f"{out / (bundle_dir.resolve().name + '.tar.gz')}")
     if bundle_dir.resolve() in out.resolve().parents:  # a later `sign --refresh` would hash the archive in
         raise EdgetlError(f"--out {out} is inside the bundle {bundle_dir}; write the archive next to it")
     manifest = read_manifest(bundle_dir)

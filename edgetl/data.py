@@ -380,6 +380,9 @@ def split_manifest(data, out_csv: str | Path, val: float = 0.2, test: float = 0.
 
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise EdgetlError(f"--val and --test must be fractions in [0, 1) summing below 1 (got {val}, {test})")
+    if Path(out_csv).is_dir():
+        raise EdgetlError(f"--out {out_csv} is a folder; give the manifest's file name, "
+                          f"e.g. {Path(out_csv) / 'split.csv'}")
     dataset = load_dataset(as_spec(data, **(csv_options or {})))
     fractions = {"train": 1 - val - test, "val": val, "test": test}
     parts = stratified_split(dataset.all_samples(), {k: v for k, v in fractions.items() if k == "train" or v > 0},
@@ -583,6 +586,8 @@ def frames_from_video(video: str | Path, out_dir: str | Path, label: str, *, eve
         raise EdgetlError("--every must be >= 1")
     if not label or "/" in label or label.startswith("."):
         raise EdgetlError(f"invalid class name {label!r}")
+    if video.is_dir():
+        raise EdgetlError(f"video {video} is a folder; give a video file")
     if not video.is_file():
         raise EdgetlError(f"video {video} not found")
     cap = cv2.VideoCapture(str(video))

@@ -41,7 +41,10 @@ def evaluate(run: str | Path | Run, data=None, *, split: str | None = None, top_
 
     `data` = any dataset layout (default: the run's own validation split). Images whose class the run
     does not know are an error (they would silently count as wrong). Unreadable images are skipped.
+    `plot` = a PNG file to write, or an existing folder (written as FOLDER/confusion_matrix.png).
     """
+    if plot and Path(plot).is_dir():  # savefig would write FOLDER.png beside it
+        plot = Path(plot) / "confusion_matrix.png"
     if top_k < 1:  # 0 reported a made-up top_0_accuracy of 0, -1 the top-(n-1) accuracy
         raise EdgetlError(f"--top-k must be >= 1 (got {top_k})")
     run = run if isinstance(run, Run) else Run(run)

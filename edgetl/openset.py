@@ -483,6 +483,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 def image_paths(folder: str | Path) -> list[Path]:
     """Every image under `folder` (recursive), sorted."""
     folder = Path(folder)
+    if folder.is_file():
+        raise EdgetlError(f"image folder {folder} is a file; give a folder of images")
     if not folder.is_dir():
         raise EdgetlError(f"image folder {folder} does not exist; give a folder of images")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -547,6 +549,7 @@ class RunData:
 
 def load_run_data(run: Any, embedder: Embedder, outliers: str | Path | None = None,
                   options: dict[str, Any] | None = None) -> RunData:
+    outlier_paths = image_paths(outliers) if outliers else None  # a wrong --outliers fails before the embeddings
     tr = _split(run, embedder, "train")
     if len(tr[2]) == 0:
         raise EdgetlError(f"{run.path} has no training samples in split.csv; re-run `edgetl train`")
@@ -555,7 +558,7 @@ def load_run_data(run: Any, embedder: Embedder, outliers: str | Path | None = No
         raise EdgetlError(f"{run.path} has no validation split to calibrate the threshold on; "
                           "re-train with --val-split > 0")
     te = _split(run, embedder, "test") if run.samples("test") else None
-    out = embedder(image_paths(outliers), desc="outlier images") if outliers else None
+    out = embedder(outlier_paths, desc="outlier images") if outlier_paths else None
     fit = FitData(tr[0], tr[1], tr[2], len(run.labels), None if out is None else out[1], dict(options or {}))
     return RunData(fit, va, te, out)
 

@@ -47,6 +47,8 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_file():
+            raise EdgetlError(f"run folder {self.path} is a file; give the run folder written by `edgetl train`")
         if not self.path.is_dir():
             raise EdgetlError(f"run folder {self.path} does not exist; train one with `edgetl train DATA --out RUN`")
         missing = [f for f in REQUIRED if not (self.path / f).is_file()]

@@ -115,6 +115,9 @@ def classify(model: Path = typer.Argument(..., help="A .tflite classifier."),
 
     from edgetl_device.inference import Model, read_labels
 
+    for what, path, give in (("model", model, "a .tflite file"), ("image", image, "an image file")):
+        if path.is_dir():
+            raise DeviceError(f"{what} {path} is a folder; give {give}")
     if not image.is_file():
         raise DeviceError(f"image not found: {image}")
     frame = cv2.imread(str(image), cv2.IMREAD_COLOR)

@@ -18,13 +18,15 @@ edgetpu_app = typer.Typer(help="Edge TPU readiness of .tflite models.", no_args_
 
 def _table(title: str, rows: list[tuple[str, object]]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title, show_header=False)
+    # titles and values are data (paths, class names, versions): `runs [v2]` must not be read as rich markup
+    t = Table(title=escape(title), show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
     for k, v in rows:
-        t.add_row(k, str(v))
+        t.add_row(k, escape(str(v)))
     Console().print(t)
 
 

@@ -173,29 +173,34 @@ def _print_events(rows: list[dict[str, Any]], out: Any) -> None:
     from datetime import datetime
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    # ids, labels and paths come from the devices: data, not rich markup (`cat [old]`)
     table = Table(title=f"{len(rows)} events")
     for col in ("time", "device", "seq", "type", "class", "score", "unknown", "clip"):
         table.add_column(col)
     for r in rows:
         table.add_row(datetime.fromtimestamp(r["time"]).strftime("%Y-%m-%d %H:%M:%S") if r["time"] else "-",
-                      r["device_id"], str(r["seq"]), str(r["type"]), str(r["label"]),
+                      escape(str(r["device_id"])), str(r["seq"]), escape(str(r["type"])), escape(str(r["label"])),
                       f"{r['score']:.2f}" if r["score"] is not None else "-",
-                      "yes" if r["unknown"] else "", r["clip_path"] or "")
+                      "yes" if r["unknown"] else "", escape(r["clip_path"] or ""))
     Console(file=out).print(table)
 
 
 def _print_results(results: list, title: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    # ids, answers and error texts come from the devices: data, not rich markup (`[Errno 2] ... [v2]`)
+    table = Table(title=escape(title))
     for col in ("device", "ok", "seconds", "result / error"):
         table.add_column(col)
     for r in results:
         detail = r.detail if isinstance(r.detail, str) else json.dumps(r.detail)
-        table.add_row(r.device_id, "[green]yes[/]" if r.ok else "[red]NO[/]", f"{r.seconds:.1f}", detail)
+        table.add_row(escape(r.device_id), "[green]yes[/]" if r.ok else "[red]NO[/]", f"{r.seconds:.1f}",
+                      escape(detail))
     Console().print(table)
     for r in results:  # in full, whatever the terminal width
         if not r.ok:

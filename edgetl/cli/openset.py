@@ -100,14 +100,16 @@ def evaluate_cmd(
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    # paths and names are data, not rich markup (`unknown [v2]/`)
     t = Table("scorer", "AUROC", "FPR@95TPR", "threshold", "false alarms", "unknown flagged", "plot",
-              title=f"known: {rows[0]['known_split']} split (n={rows[0]['n_known']}), unknown: {unknown} "
-                    f"(n={rows[0]['n_unknown']})")
+              title=f"known: {escape(str(rows[0]['known_split']))} split (n={rows[0]['n_known']}), "
+                    f"unknown: {escape(str(unknown))} (n={rows[0]['n_unknown']})")
     for r in rows:
-        t.add_row(r["scorer"], f"{r['auroc']:.3f}", f"{r['fpr95']:.3f}", f"{r['threshold']:.4g}",
-                  f"{100 * r['false_alarm']:.1f}%", f"{100 * r['detection']:.1f}%", r["plot"])
+        t.add_row(escape(r["scorer"]), f"{r['auroc']:.3f}", f"{r['fpr95']:.3f}", f"{r['threshold']:.4g}",
+                  f"{100 * r['false_alarm']:.1f}%", f"{100 * r['detection']:.1f}%", escape(str(r["plot"])))
     Console().print(t)
 
 
@@ -129,13 +131,16 @@ def loco_cmd(
     options = _options(k, bank_size, shrinkage, knn_space, background)
     res = loco_run(run, scorer or AUTO_CANDIDATES, tflite, options, out)
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     scorers = res["scorers"]
     classes = list(next(iter(scorers.values()))["per_class"]) if scorers else []
-    t = Table("scorer", "mean AUROC", "mean FPR@95", *classes, title=f"leave-one-class-out ({res['split']} split)")
+    # class names are data, not rich markup (`cat [old]`)
+    t = Table("scorer", "mean AUROC", "mean FPR@95", *map(escape, classes),
+              title=f"leave-one-class-out ({escape(str(res['split']))} split)")
     for name, s in scorers.items():
-        t.add_row(name, f"{s['mean_auroc']:.3f}", f"{s['mean_fpr95']:.3f}",
+        t.add_row(escape(name), f"{s['mean_auroc']:.3f}", f"{s['mean_fpr95']:.3f}",
                   *(f"{s['per_class'][c]:.2f}" for c in classes))
     Console().print(t)
 

@@ -124,7 +124,8 @@ def evaluate_cmd(
     split_column: str = SPLIT_COLUMN,
     top_k: int = typer.Option(5, "--top-k", help="Also report top-K accuracy."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
-    plot: Path = typer.Option(None, "--plot", help="Write a confusion-matrix PNG here."),
+    plot: Path = typer.Option(None, "--plot", help="Write a confusion-matrix PNG here (an existing folder: "
+                              "FOLDER/confusion_matrix.png)."),
 ) -> None:
     """Accuracy, top-k, per-class precision/recall/F1, confusion matrix and calibration (ECE)."""
     from edgetl.evaluate import evaluate
@@ -139,19 +140,21 @@ def evaluate_cmd(
 
 def _print_report(report: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    # class names are folder names / CSV cells, not rich markup (`cat [old]`)
     console = Console()
     topk = next(k for k in report if k.startswith("top_") and k.endswith("_accuracy"))
     console.print(f"[bold]accuracy[/] {report['accuracy']:.4f}   {topk} {report[topk]:.4f}   "
                   f"macro F1 {report['macro_f1']:.4f}   ECE {report['ece']:.4f}   n={report['n']}")
     table = Table("class", "precision", "recall", "F1", "support")
     for name, m in report["per_class"].items():
-        table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        table.add_row(escape(name), f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     console.print(table)
-    cm = Table("true \\ predicted", *report["labels"], title="confusion matrix")
+    cm = Table("true \\ predicted", *map(escape, report["labels"]), title="confusion matrix")
     for name, row in zip(report["labels"], report["confusion_matrix"], strict=True):
-        cm.add_row(name, *map(str, row))
+        cm.add_row(escape(name), *map(str, row))
     console.print(cm)
     if report.get("skipped"):
         console.print(f"[yellow]skipped {len(report['skipped'])} unreadable image(s)[/]")

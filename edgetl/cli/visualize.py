@@ -47,6 +47,8 @@ def visualize(
 
     if misclassified < 0:
         raise EdgetlError("--misclassified takes a count >= 0")
+    if out.exists() and not out.is_dir():  # checked before loading a model: mkdir would say "File exists"
+        raise EdgetlError(f"--out {out} is a file; give a folder for the PNGs")
     names = [n.strip() for item in (layers or []) for n in item.split(",") if n.strip()] or None
     if backbone:
         if len(targets) != 1:
