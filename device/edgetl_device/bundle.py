@@ -44,6 +44,8 @@ OPENSET = "openset.npz"
 # Guards against archive bombs: a MobileNet bundle is a few MB.
 MAX_ARCHIVE_MEMBERS = 256
 MAX_EXTRACTED_BYTES = 2 * 1024**3
+# pax / GNU long-name headers are read whole into memory by tarfile, before any signature can be checked
+MAX_HEADER_EXTENSION_BYTES = 1024**2
 
 KeyLike = str | os.PathLike[str] | bytes | Ed25519PublicKey
 
@@ -262,6 +264,11 @@ def open_bundle(path: str | os.PathLike[str], trusted_keys: KeyLike | Sequence[K
     check_schema(root, manifest)
     verify_files(root, manifest)
     files = manifest["files"]
+    unknown = manifest.get("unknown")
+    named = unknown.get("file") if isinstance(unknown, dict) else None
+    if named and named not in files:  # loaded by the open-set scorer: it must be hashed like every other file
+        raise DeviceError(f"bundle {root}: manifest 'unknown' uses {named!r}, which `files` does not list; "
+                          "re-export the bundle")
     if MODEL not in files:
         raise DeviceError(f"bundle {root}: manifest does not list {MODEL}; re-export the bundle")
     if LABELS not in files:
@@ -279,6 +286,18 @@ def open_bundle(path: str | os.PathLike[str], trusted_keys: KeyLike | Sequence[K
         openset_path=(root / OPENSET).resolve() if OPENSET in files else None,
         signed_by=signed_by,
     )
+
+
+class _GuardedTarInfo(tarfile.TarInfo):
+    """Refuses a header extension (pax, GNU long name/link) too big to be real before tarfile buffers it."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        extension = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                     tarfile.GNUTYPE_LONGLINK)
+        if self.type in extension and self.size > MAX_HEADER_EXTENSION_BYTES:
+            raise DeviceError(f"{tarfile_.name}: a {self.size}-byte tar header extension (over "
+                              f"{MAX_HEADER_EXTENSION_BYTES}); not a bundle, refusing")
+        return super()._proc_member(tarfile_)
 
 
 def _check_member(member: tarfile.TarInfo, archive: Path) -> PurePosixPath | None:
@@ -332,7 +351,7 @@ def extract_bundle(archive: str | os.PathLike[str], dest: str | os.PathLike[str]
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
         try:
-            tar = tarfile.open(archive, "r:*")
+            tar = tarfile.open(archive, "r:*", tarinfo=_GuardedTarInfo)
         except (tarfile.TarError, OSError, EOFError) as exc:  # EOFError: gzip cut short in its header
             raise DeviceError(f"{archive} is not a readable tar archive ({exc}); re-download it") from exc
         with tar:

@@ -44,6 +44,17 @@ CHUNK_BYTES = 256 * 1024
 STALE_TRANSFER_S = 3600.0  # an unfinished chunked transfer is dropped after an hour of silence
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follow http(s) redirects only (urllib would also follow one to ftp://)."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        scheme = urllib.parse.urlparse(urllib.parse.urljoin(req.full_url, newurl)).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise DeviceError(f"update_model: {req.full_url} redirects to a {scheme or 'schemeless'}:// URL; "
+                              "only http(s) redirects are followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def chunk_commands(archive: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES,
                    transfer_id: str | None = None) -> Iterator[dict[str, Any]]:
     """`update_model` command payloads that send `archive` over MQTT in pieces (host/fleet side)."""
@@ -97,12 +108,15 @@ class ModelUpdater:
 
     def __init__(self, bundles_dir: str | os.PathLike[str], trusted_keys: Sequence[Any],
                  keep: int = 3, max_bytes: int = 500 * 2**20, http_timeout: float = 60.0,
-                 allow_unsigned: bool = False, frame_source: Any = None) -> None:
+                 allow_unsigned: bool = False, frame_source: Any = None, download_timeout: float = 1800.0,
+                 max_transfers: int = 2) -> None:
         self.dir = Path(bundles_dir)
         self.trusted_keys = list(trusted_keys)
         self.keep = max(2, keep)
         self.max_bytes = max_bytes
-        self.http_timeout = http_timeout
+        self.http_timeout = http_timeout  # per connect/read; download_timeout bounds the whole download
+        self.download_timeout = download_timeout
+        self.max_transfers = max(1, max_transfers)  # unfinished chunked transfers kept on disk at once
         self.allow_unsigned = allow_unsigned
         self.frame_source = frame_source  # callable -> BGR frame for the health check, or None
         self.incoming = self.dir / ".incoming"
@@ -229,13 +243,19 @@ class ModelUpdater:
     def _download(self, url: str) -> Path:
         self.incoming.mkdir(parents=True, exist_ok=True)
         out = self.incoming / f"{uuid.uuid4().hex}.tar.gz"
+        deadline = time.monotonic() + self.download_timeout
+        opener = urllib.request.build_opener(_HttpRedirectsOnly)
         try:
-            with urllib.request.urlopen(url, timeout=self.http_timeout) as resp, open(out, "wb") as f:  # noqa: S310
+            with opener.open(url, timeout=self.http_timeout) as resp, open(out, "wb") as f:
                 total = 0
-                for block in iter(lambda: resp.read(1 << 16), b""):
+                # read1: whatever one recv gives, so a server trickling bytes cannot park us inside one read
+                for block in iter(lambda: resp.read1(1 << 16), b""):
                     total += len(block)
                     if total > self.max_bytes:
                         raise DeviceError(f"update_model: {url} is over the {self.max_bytes >> 20} MiB limit")
+                    if time.monotonic() > deadline:
+                        raise DeviceError(f"update_model: {url} took longer than {self.download_timeout:g} s to "
+                                          "download; check the link or the server and send it again")
                     f.write(block)
         except DeviceError:
             out.unlink(missing_ok=True)
@@ -257,10 +277,28 @@ class ModelUpdater:
             except OSError:
                 continue
 
+    def _make_room_for_a_transfer(self) -> None:
+        """A new transfer starts: drop the least recently active unfinished ones beyond max_transfers - 1
+        (a sender that starts over gets a new transfer_id; the abandoned copies must not fill the disk)."""
+        if not self.incoming.is_dir():
+            return
+        folders = []
+        for folder in self.incoming.iterdir():
+            try:
+                if folder.is_dir():
+                    folders.append((folder.stat().st_mtime, folder))
+            except OSError:
+                continue
+        for _, folder in sorted(folders)[:max(0, len(folders) - (self.max_transfers - 1))]:
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("dropped unfinished model transfer %s to make room for a new one", folder.name)
+
     def _receive_chunk(self, chunk: Any, sha256: str) -> Path | None:
         """Store one chunk; the assembled archive once all arrived (sha256 checked by apply)."""
         self._forget_stale_transfers()
         folder = self.incoming / chunk.transfer_id
+        if not folder.is_dir():
+            self._make_room_for_a_transfer()
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / "count"
         if meta.exists() and meta.read_text() != f"{chunk.count} {sha256.lower()}":

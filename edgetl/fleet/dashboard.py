@@ -8,9 +8,12 @@ events, and an event's snapshot and clip link.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import mimetypes
+import os
+import shutil
 import threading
 import time
 from http import HTTPStatus
@@ -23,6 +26,9 @@ from edgetl.errors import EdgetlError
 from edgetl.fleet.store import EventStore, open_store, parse_time
 
 log = logging.getLogger(__name__)
+
+# Media files come from devices: shown inline only as images/video, never run as a page of the dashboard.
+_INLINE_MEDIA = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "video/")
 
 
 def media_url(media: Path | None, device_id: str, path: str | None) -> str | None:
@@ -41,17 +47,22 @@ def media_url(media: Path | None, device_id: str, path: str | None) -> str | Non
 
 class Dashboard:
     def __init__(self, db: str | Path | EventStore, table_prefix: str = "", media: Path | None = None,
-                 host: str = "127.0.0.1", port: int = 8000, silent_after: float = 30.0) -> None:
+                 host: str = "127.0.0.1", port: int = 8000, silent_after: float = 30.0,
+                 request_timeout: float = 30.0) -> None:
         self.store = db if isinstance(db, EventStore) else open_store(db, table_prefix)
         self._own_store = not isinstance(db, EventStore)
         self.media = media.resolve() if media else None
         self.silent_after = silent_after
-        handler = type("Handler", (_Handler,), {"dashboard": self})
+        # timeout: a client that connects and sends nothing (or trickles) gives its thread back
+        handler = type("Handler", (_Handler,), {"dashboard": self, "timeout": request_timeout})
         try:
             self.httpd = ThreadingHTTPServer((host, port), handler)
         except OSError as exc:
             raise EdgetlError(f"cannot listen on {host}:{port} ({exc}); choose another --port") from exc
         self.httpd.daemon_threads = True
+        if not _is_loopback(host):
+            log.warning("dashboard listens on %s: anyone who can reach it sees every device, event, snapshot and "
+                        "clip (no login, plain HTTP); keep it on 127.0.0.1 or behind an authenticating proxy", host)
         self._thread: threading.Thread | None = None
 
     @property
@@ -97,6 +108,8 @@ class Dashboard:
             limit = min(int(query.get("limit", "200")), 5000)
         except ValueError as exc:
             raise EdgetlError("limit must be a number") from exc
+        if limit < 0:  # SQL reads LIMIT -1 as "no limit"
+            raise EdgetlError("limit must be 0 or more")
         rows = self.store.events(device=query.get("device") or None, label=query.get("label") or None,
                                  since=parse_time(query["since"]) if query.get("since") else None,
                                  unknown=unknown, limit=limit, newest_first=True)
@@ -111,8 +124,10 @@ class Dashboard:
         return e
 
     def _add_media(self, e: dict[str, Any]) -> None:
-        e["snapshot_url"] = media_url(self.media, e["device_id"], e.get("snapshot_path"))
-        e["clip_url"] = media_url(self.media, e["device_id"], e.get("clip_path"))
+        device, snapshot, clip = e.get("device_id"), e.get("snapshot_path"), e.get("clip_path")
+        device = device if isinstance(device, str) else ""
+        e["snapshot_url"] = media_url(self.media, device, snapshot) if isinstance(snapshot, str) else None
+        e["clip_url"] = media_url(self.media, device, clip) if isinstance(clip, str) else None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -152,12 +167,29 @@ class _Handler(BaseHTTPRequestHandler):
         if root is None:
             self._json({"error": "no --media folder given"}, HTTPStatus.NOT_FOUND)
             return
-        full = (root / rel).resolve()
-        if not full.is_relative_to(root) or not full.is_file():
+        try:
+            full = (root / rel).resolve()
+            f = open(full, "rb") if full.is_relative_to(root) and full.is_file() else None  # noqa: SIM115
+        except (OSError, ValueError):  # a NUL byte, a name too long: nothing by that name
+            f = None
+        if f is None:
             self._json({"error": "not found"}, HTTPStatus.NOT_FOUND)
             return
-        ctype = mimetypes.guess_type(full.name)[0] or "application/octet-stream"
-        self._send(HTTPStatus.OK, full.read_bytes(), ctype)
+        with f:
+            ctype = mimetypes.guess_type(full.name)[0] or "application/octet-stream"
+            inline = ctype.startswith(_INLINE_MEDIA)
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", ctype if inline else "application/octet-stream")
+            self.send_header("Content-Length", str(os.fstat(f.fileno()).st_size))
+            self.send_header("Cache-Control", "no-store")
+            # a device wrote this file: never let it run script in the dashboard's origin
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Content-Security-Policy", "sandbox; default-src 'none'; img-src 'self'; "
+                                                        "media-src 'self'")
+            if not inline:
+                self.send_header("Content-Disposition", "attachment")
+            self.end_headers()
+            shutil.copyfileobj(f, self.wfile)
 
     def _json(self, data: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
         self._send(status, json.dumps(data).encode(), "application/json")
@@ -167,11 +199,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("dashboard: " + fmt, *args)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 PAGE = (Path(__file__).parent / "static" / "dashboard.html").read_text(encoding="utf-8")

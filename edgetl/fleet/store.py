@@ -242,8 +242,10 @@ class EventStore:
         return [_event_dict(r) for r in rows]
 
     def event(self, event_id: str) -> dict[str, Any] | None:
-        rows = self._fetch(f"SELECT payload FROM {self.p}events WHERE event_id = ?", [event_id])
-        return json.loads(rows[0][0]) if rows else None
+        """The event as its device sent it, with `device_id` set to the device whose topic it came on (the
+        payload's own field is whatever the device wrote)."""
+        rows = self._fetch(f"SELECT payload, device_id FROM {self.p}events WHERE event_id = ?", [event_id])
+        return {**json.loads(rows[0][0]), "device_id": rows[0][1]} if rows else None
 
     def count_events(self, device: str | None = None) -> int:
         if device is None:
