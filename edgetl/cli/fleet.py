@@ -318,7 +318,8 @@ def parse_args(pairs: list[str]) -> dict[str, Any]:
 @fleet_app.command()
 def serve(
     db: str = DB, table_prefix: str = TABLE_PREFIX,
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for the whole network)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. 0.0.0.0 opens it to the whole network "
+                             "with no login: only on a trusted network or behind an authenticating proxy."),
     port: int = typer.Option(8000, help="Port to listen on."),
     media: Path | None = typer.Option(None, help="Folder holding the devices' snapshots and clips "
                                       "(event paths are looked up under it)."),
