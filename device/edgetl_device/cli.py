@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,11 +72,16 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="Device config (
     from edgetl_device.config import load_config
     from edgetl_device.runtime import Runtime, install_signal_handlers
 
+    early_reload: list[int] = []  # a `systemctl reload` while the model loads must not kill the service
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda signum, _frame: early_reload.append(signum))
     cfg = load_config(config)
     setup_logging(_state["verbose"], cfg.runtime.log_format)
     try:
         runtime = Runtime(cfg, config_path=config)
         install_signal_handlers(runtime)
+        if early_reload:
+            runtime.request_reload()
         status = runtime.run(max_frames)
     except DeviceError:
         raise

@@ -127,23 +127,30 @@ _updaters_lock = threading.Lock()
 
 def updater_for(target: Any) -> Any:
     """The target's ModelUpdater: `target.updater` if it has one, else one built from a runtime's
-    `config.trusted_keys` and `data_dir` (bundles under `<data_dir>/bundles`), kept per target."""
+    `config.trusted_keys`, `config.ota` limits and `data_dir` (bundles under `<data_dir>/bundles`), kept per
+    target; its limits follow `config.ota` (a reloaded config) at every call."""
     explicit = getattr(target, "updater", None)
     if explicit is not None:
         return explicit
     from edgetl_device.ota import ModelUpdater
 
     with _updaters_lock:
+        config, data_dir = getattr(target, "config", None), getattr(target, "data_dir", None)
+        ota = getattr(config, "ota", None)
+        limits = {} if ota is None else {"download_timeout": ota.download_timeout,
+                                         "max_transfers": ota.max_transfers}
         try:
             if target in _updaters:
-                return _updaters[target]
+                updater = _updaters[target]
+                for name, value in limits.items():
+                    setattr(updater, name, value)
+                return updater
         except TypeError:  # not weak-referenceable
             pass
-        config, data_dir = getattr(target, "config", None), getattr(target, "data_dir", None)
         if config is None or data_dir is None:
             raise DeviceError("update_model is not available: this device has no bundles folder or trusted keys")
         updater = ModelUpdater(Path(data_dir) / "bundles", getattr(config, "trusted_keys", []),
-                               frame_source=lambda: _latest_image(target))
+                               frame_source=lambda: _latest_image(target), **limits)
         try:
             _updaters[target] = updater
         except TypeError:

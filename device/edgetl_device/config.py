@@ -201,6 +201,15 @@ class RuntimeConfig(_Strict):
         "decoder and the interpreter need (2 cores, static scene: CPU per gated frame 0.73 -> 0.62 ms).")
 
 
+class OtaConfig(_Strict):
+    """Over-the-air model updates (the `update_model` command; bundles under `<data_dir>/bundles`)."""
+
+    download_timeout: float = Field(1800.0, gt=0, description="Seconds an http(s) bundle download may take in "
+                                                              "all before it is abandoned.")
+    max_transfers: int = Field(2, ge=1, description="Unfinished chunked (MQTT) transfers kept on disk at once; a "
+                                                    "new one drops the least recently active beyond this.")
+
+
 class DeviceConfig(_Strict):
     """The whole device configuration file."""
 
@@ -212,6 +221,7 @@ class DeviceConfig(_Strict):
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    ota: OtaConfig = Field(default_factory=OtaConfig)
     mqtt: MqttConfig | None = Field(None, description="MQTT reporting; absent: local JSONL event log.")
     trusted_keys: list[Path] = Field(default_factory=list, description="Public keys (PEM) that may sign bundles.")
 

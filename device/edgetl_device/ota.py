@@ -121,6 +121,7 @@ class ModelUpdater:
         self.frame_source = frame_source  # callable -> BGR frame for the health check, or None
         self.incoming = self.dir / ".incoming"
         self._lock = threading.Lock()
+        self._forget_interrupted_downloads()
 
     @property
     def current(self) -> Path | None:
@@ -264,6 +265,19 @@ class ModelUpdater:
             out.unlink(missing_ok=True)
             raise DeviceError(f"update_model: cannot download {url}: {exc}") from exc
         return out
+
+    def _forget_interrupted_downloads(self) -> None:
+        """At start: remove http(s) downloads (`.incoming/<uuid>.tar.gz`) a crash or power loss cut off.
+        Chunked transfers (folders) are kept, so their sender can finish them."""
+        if not self.incoming.is_dir():
+            return
+        for path in self.incoming.glob("*.tar.gz"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    log.info("removed interrupted model download %s", path.name)
+            except OSError as exc:
+                log.warning("cannot remove interrupted model download %s: %s", path, exc)
 
     def _forget_stale_transfers(self) -> None:
         """Drop chunked transfers that stopped arriving (no chunk for STALE_TRANSFER_S)."""

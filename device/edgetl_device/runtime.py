@@ -2,8 +2,9 @@
 
 `Runtime(config).run(max_frames=None)` runs in the calling thread until the
 camera ends, `max_frames` frames were processed, or `stop()` (SIGTERM/SIGINT in
-the CLI). On the way out it finishes the open clip, ends the active object and
-flushes the reporter. Remote commands (edgetl_device.commands) run on the
+the CLI). SIGHUP re-reads the config file like the `reload_config` command (the
+loop does it between frames). On the way out it finishes the open clip, ends the
+active object and flushes the reporter. Remote commands (edgetl_device.commands) run on the
 reporter's thread; anything that touches the loop's state is queued and applied
 between frames.
 """
@@ -118,6 +119,7 @@ class Runtime:
         self.camera: Camera | None = None
         self.recorder: Recorder | None = None
         self._stop = threading.Event()
+        self._reload_requested = False  # set by SIGHUP (a plain flag: safe in a signal handler), run by the loop
         self._tasks: queue.Queue[Callable[[], None]] = queue.Queue()
         self._tasks_lock = threading.Lock()  # a command is queued only while the loop will still run it
         self._started = time.monotonic()
@@ -158,6 +160,9 @@ class Runtime:
                 # overlapped instead of falling into a lock-step where each frame waits for its own resize.
                 frame = self.camera.read(timeout=0.0 if pending is not None and not self.camera.lossless else 0.5)
                 self._run_tasks()
+                if self._reload_requested:
+                    self._reload_requested = False  # before reading the file: a SIGHUP from now on reloads again
+                    self._reload_on_request()
                 now_m = time.monotonic()
                 nxt = self._prepare(frame, pool) if frame is not None else None
                 if pending is not None:
@@ -320,6 +325,20 @@ class Runtime:
         """Ask the loop to finish (thread- and signal-safe)."""
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """Ask the loop to re-read the config file between frames (SIGHUP; only sets a flag: signal-safe)."""
+        self._reload_requested = True
+
+    def _reload_on_request(self) -> None:
+        """`reload_config` on the loop thread; a bad file is logged and the running config kept."""
+        log.info("SIGHUP: reloading the config from %s", self.config_path)
+        try:
+            self.reload_config()
+        except DeviceError as exc:
+            log.error("config reload refused, keeping the running config: %s", exc)
+        except Exception:  # a reload must never stop the camera loop
+            log.exception("config reload failed, keeping the running config")
+
     # ------------------------------------------------------------------ status
     def _fps(self, column: int = 1) -> float | None:
         """Frames per second over the last 64 frames: column 1 processed (out), 2 captured (in)."""
@@ -477,7 +496,7 @@ class Runtime:
         self._manual_object = None
 
     def reload_config(self) -> None:
-        """Re-read the config file; motion, decision and storage settings apply at once, recording ones once
+        """Re-read the config file; motion, decision, storage and ota settings apply at once, recording ones once
         an open clip has ended. Camera and model changes need a restart (or swap_model)."""
         if self.config_path is None:
             raise DeviceError("runtime was started without a config file; nothing to reload")
@@ -489,6 +508,7 @@ class Runtime:
             self._end_objects()  # as in swap_model: a new decider would leave their events open
             self.config.motion, self.config.decision = new.motion, new.decision
             self.config.recording, self.config.storage = new.recording, new.storage
+            self.config.ota = new.ota  # read by commands.updater_for at the next update_model
             self.gate = MotionGate(new.motion)
             self.decider = Decider(self.model.labels, new.decision, self.decider.scorer,
                                    None if self.decider.scorer.__name__ == "max_prob_unknown" else
@@ -524,14 +544,20 @@ def _round(v: float | None, nd: int = 2) -> float | None:
 
 
 def install_signal_handlers(runtime: Runtime) -> None:
-    """SIGTERM/SIGINT -> graceful stop (finish the clip, flush events)."""
+    """SIGTERM/SIGINT -> graceful stop (finish the clip, flush events); SIGHUP -> reload the config file
+    (`systemctl reload`), done by the frame loop between frames, never inside the handler."""
 
     def handler(signum: int, _frame: Any) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
         runtime.stop()
 
+    def reload_handler(_signum: int, _frame: Any) -> None:
+        runtime.request_reload()
+
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        signal.signal(signal.SIGHUP, reload_handler)
 
 
 def run_from_config(path: str | os.PathLike[str], max_frames: int | None = None) -> dict[str, Any]:
