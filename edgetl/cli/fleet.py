@@ -325,6 +325,10 @@ def serve(
                                       "(event paths are looked up under it)."),
     silent_after: float = typer.Option(30.0, help="Flag an online device as silent after this many seconds "
                                        "without a message (3 telemetry intervals)."),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="Also answer requests for this host name "
+                                           "(repeat), e.g. a reverse proxy's. Others than localhost, 127.0.0.1, "
+                                           "[::1] (and IP addresses and --host when not on loopback) get 421: "
+                                           "no web page can read the dashboard through DNS rebinding."),
 ) -> None:
     """Local web dashboard over the event store: devices, recent events, snapshots, clip links."""
     from edgetl.fleet.dashboard import Dashboard
@@ -333,7 +337,8 @@ def serve(
         raise EdgetlError(f"no event store at {db}; start `edgetl fleet record --db {db}` first")
     if media is not None and not media.is_dir():
         raise EdgetlError(f"--media {media} is not a folder")
-    dash = Dashboard(db, table_prefix=table_prefix, media=media, host=host, port=port, silent_after=silent_after)
+    dash = Dashboard(db, table_prefix=table_prefix, media=media, host=host, port=port, silent_after=silent_after,
+                     allowed_hosts=allowed_host)
     typer.echo(f"dashboard on {dash.url} (Ctrl-C to stop)", err=True)
     try:
         dash.serve_forever()

@@ -4,6 +4,12 @@ JSON API: `/api/devices`, `/api/events?device=&label=&unknown=&since=&limit=`, `
 `/api/labels`; `/media/<path>` serves snapshots and clips from the `--media` folder (never
 outside it). The page (`static/dashboard.html`) polls the API and renders devices, filters, recent
 events, and an event's snapshot and clip link.
+
+DNS rebinding: a web page can point its own name at 127.0.0.1 and read this API from the operator's browser,
+but the request then carries that name in its Host header. Bound to a loopback address, the dashboard answers
+only Host localhost / 127.x.x.x / [::1] (any port); bound to another address, also any IP literal (no DNS
+involved) and its own --host name. `allowed_hosts` (`--allowed-host`) adds names, e.g. a reverse proxy's.
+Anything else gets 421.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
@@ -48,7 +55,18 @@ def media_url(media: Path | None, device_id: str, path: str | None) -> str | Non
 class Dashboard:
     def __init__(self, db: str | Path | EventStore, table_prefix: str = "", media: Path | None = None,
                  host: str = "127.0.0.1", port: int = 8000, silent_after: float = 30.0,
-                 request_timeout: float = 30.0) -> None:
+                 request_timeout: float = 30.0, allowed_hosts: Iterable[str] = ()) -> None:
+        self.allowed_hosts = set()
+        for name in allowed_hosts:
+            parsed = host_name(name)
+            if parsed is None:
+                raise EdgetlError(f"--allowed-host {name!r} is not a host name; give the name the browser uses, "
+                                  "e.g. --allowed-host fleet.example.lan (no scheme, path or user)")
+            self.allowed_hosts.add(parsed)
+        self.loopback = _is_loopback(host)
+        if not self.loopback and host_name(host) is not None:
+            self.allowed_hosts.add(host_name(host))  # --host mybox.lan: browsed as http://mybox.lan:PORT/
+        self._refused: set[str] = set()
         self.store = db if isinstance(db, EventStore) else open_store(db, table_prefix)
         self._own_store = not isinstance(db, EventStore)
         self.media = media.resolve() if media else None
@@ -60,7 +78,7 @@ class Dashboard:
         except OSError as exc:
             raise EdgetlError(f"cannot listen on {host}:{port} ({exc}); choose another --port") from exc
         self.httpd.daemon_threads = True
-        if not _is_loopback(host):
+        if not self.loopback:
             log.warning("dashboard listens on %s: anyone who can reach it sees every device, event, snapshot and "
                         "clip (no login, plain HTTP); keep it on 127.0.0.1 or behind an authenticating proxy", host)
         self._thread: threading.Thread | None = None
@@ -91,6 +109,21 @@ class Dashboard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def host_allowed(self, value: str | None) -> bool:
+        """Whether a request with this Host header may be answered (see the module docstring)."""
+        if value is None:  # every browser sends Host: a client without one is no rebinding page
+            return True
+        name = host_name(value)
+        if name is None:
+            return False
+        if name == "localhost" or name in self.allowed_hosts:
+            return True
+        try:
+            ip = ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return ip.is_loopback or not self.loopback
 
     # -- API ------------------------------------------------------------------------------------
     def devices(self) -> list[dict[str, Any]]:
@@ -134,6 +167,10 @@ class _Handler(BaseHTTPRequestHandler):
     dashboard: Dashboard
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1 or not self.dashboard.host_allowed(hosts[0] if hosts else None):
+            self._wrong_host(", ".join(hosts))
+            return
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         path = url.path
@@ -191,6 +228,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             shutil.copyfileobj(f, self.wfile)
 
+    def _wrong_host(self, value: str) -> None:
+        shown = value[:100]
+        refused = self.dashboard._refused
+        if shown not in refused and len(refused) < 100:  # a rebinding page polls: warn once per name
+            refused.add(shown)
+            log.warning("dashboard: refused a request for Host %r (a web page using DNS rebinding, or a proxy "
+                        "name missing from --allowed-host)", shown)
+        text = (f"Host {shown!r} is not served here: open the dashboard as http://127.0.0.1:PORT/ or "
+                "http://localhost:PORT/; behind a reverse proxy start `edgetl fleet serve` with --allowed-host NAME\n")
+        self._send(HTTPStatus.MISDIRECTED_REQUEST, text.encode(), "text/plain; charset=utf-8")
+
     def _json(self, data: Any, status: HTTPStatus = HTTPStatus.OK) -> None:
         self._send(status, json.dumps(data).encode(), "application/json")
 
@@ -205,6 +253,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("dashboard: " + fmt, *args)
+
+
+def host_name(value: str) -> str | None:
+    """The lower-case name or address in a Host header value ("name", "name:port", "[v6]:port"), brackets
+    removed; None when it is anything else (a path, user info, spaces, a port that is not a number)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, sep, rest = value[1:].partition("]")
+        if not sep:
+            return None
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return None
+    else:
+        name, sep, port = value.partition(":")
+        rest = sep + port
+        if not name or not name.isascii() or not all(c.isalnum() or c in "-._" for c in name):
+            return None
+    if rest and not (rest.startswith(":") and rest[1:].isdigit() and rest[1:].isascii()):
+        return None
+    return name
 
 
 def _is_loopback(host: str) -> bool:
