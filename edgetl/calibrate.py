@@ -188,6 +188,13 @@ def build(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int =
         if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents or inside:
             raise EdgetlError(f"--out {out} overlaps {src}; write the calibration set to a separate folder "
                               "(e.g. calibration/NAME)")
+    for p in (out, *out.parents):  # before any image is read: a file here said "[Errno 20] Not a directory"
+        if p.is_dir():
+            break
+        if p.exists() or p.is_symlink():
+            where = f"--out {out}" if p == out else f"--out {out}: {p}"
+            what = "a file" if p.exists() else "a broken link"
+            raise EdgetlError(f"{where} is {what}; give a folder for the calibration set (e.g. calibration/NAME)")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise EdgetlError(f"{out} already exists; choose another name or pass --overwrite")

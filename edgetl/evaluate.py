@@ -45,6 +45,8 @@ def evaluate(run: str | Path | Run, data=None, *, split: str | None = None, top_
     """
     if plot and Path(plot).is_dir():  # savefig would write FOLDER.png beside it
         plot = Path(plot) / "confusion_matrix.png"
+    if plot:
+        _check_plot(Path(plot))
     if top_k < 1:  # 0 reported a made-up top_0_accuracy of 0, -1 the top-(n-1) accuracy
         raise EdgetlError(f"--top-k must be >= 1 (got {top_k})")
     run = run if isinstance(run, Run) else Run(run)
@@ -69,9 +71,28 @@ def evaluate(run: str | Path | Run, data=None, *, split: str | None = None, top_
     if plot:
         from edgetl.plots import plot_confusion_matrix
 
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)  # like every other output: missing folders are made
         plot_confusion_matrix(np.array(report["confusion_matrix"]), run.labels, Path(plot),
                               title=f"accuracy {report['accuracy']:.3f} (n={report['n']})")
     return report
+
+
+def _check_plot(plot: Path) -> None:
+    """Before any image is read: --plot must be writable as a picture (the errno or matplotlib's "Format 'txt'
+    is not supported" came only after the whole inference)."""
+    for p in plot.parents:
+        if p.is_dir():
+            break
+        if p.exists() or p.is_symlink():
+            what = "a file" if p.exists() else "a broken link"
+            raise EdgetlError(f"--plot {plot}: {p} is {what}, not a folder; give a PNG file name in a folder "
+                              "(missing folders are created)")
+    if plot.suffix:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        if plot.suffix[1:].lower() not in FigureCanvasBase.get_supported_filetypes():
+            raise EdgetlError(f"--plot {plot}: cannot write a {plot.suffix} picture; give a .png file name "
+                              "(or .pdf, .svg, .jpg)")
 
 
 class _CallableModule(types.ModuleType):

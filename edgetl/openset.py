@@ -563,6 +563,29 @@ def load_run_data(run: Any, embedder: Embedder, outliers: str | Path | None = No
     return RunData(fit, va, te, out)
 
 
+def _check_out_dir(out: str | Path | None, run_path: Path) -> Path:
+    """The output folder (default RUN/openset), checked before any embedding is computed: a file there (or
+    above it) failed only at the end, as "[Errno 17] File exists" / "[Errno 20] Not a directory"."""
+    out_dir = Path(out) if out else run_path / "openset"
+    name = f"--out {out_dir}" if out else str(out_dir)
+    for p in (out_dir, *out_dir.parents):
+        if p.is_dir():
+            break
+        if p.exists() or p.is_symlink():  # a file, or a link to nothing: no folder can be made there
+            where = name if p == out_dir else f"{name}: {p}"
+            what = "a file" if p.exists() else "a broken link"
+            hint = "give a folder (default RUN/openset)" if out else "move it away or give another folder with --out"
+            raise EdgetlError(f"{where} is {what}; {hint}")
+    return out_dir
+
+
+def _check_bundle(bundle_dir: str | Path) -> Path:
+    bundle_dir = Path(bundle_dir)
+    if not (bundle_dir / "manifest.json").is_file():
+        raise EdgetlError(f"{bundle_dir} is not a bundle folder (no manifest.json); run `edgetl export` first")
+    return bundle_dir
+
+
 def fit_run(run_path: str | Path, scorer: str = "auto", target_false_alarm: float = DEFAULT_FALSE_ALARM,
             tflite: str | Path | None = None, outliers: str | Path | None = None, bundle: str | Path | None = None,
             options: dict[str, Any] | None = None, out: str | Path | None = None) -> dict[str, Any]:
@@ -572,6 +595,9 @@ def fit_run(run_path: str | Path, scorer: str = "auto", target_false_alarm: floa
     run = Run(run_path)
     if scorer != "auto" and scorer not in SCORER_NAMES:
         raise EdgetlError(f"unknown scorer {scorer!r}; choose auto or one of {', '.join(SCORER_NAMES)}")
+    out_dir = _check_out_dir(out, run.path)
+    if bundle:
+        _check_bundle(bundle)
     embedder = Embedder(run, tflite)
     data = load_run_data(run, embedder, outliers, options)
     vp, ve, vy = data.val
@@ -587,7 +613,6 @@ def fit_run(run_path: str | Path, scorer: str = "auto", target_false_alarm: floa
              "n_val": int(len(vy))}
     if choice:
         extra["auto_loco_auroc" if unk is None else "auto_outlier_auroc"] = {k: round(v, 4) for k, v in choice.items()}
-    out_dir = Path(out) if out else run.path / "openset"
     if data.outliers is not None and len(data.outliers[1]):
         outlier_scores = fitted.score_batch(*data.outliers)
         extra["outlier_detection"] = detection_rate(outlier_scores, threshold)
@@ -608,9 +633,7 @@ def write_to_bundle(bundle_dir: str | Path, doc: dict[str, Any], arrays: dict[st
     """Put the scorer into an exported bundle folder and re-hash its manifest (signature must be redone)."""
     from edgetl.bundle import refresh_manifest
 
-    bundle_dir = Path(bundle_dir)
-    if not (bundle_dir / "manifest.json").is_file():
-        raise EdgetlError(f"{bundle_dir} is not a bundle folder (no manifest.json); run `edgetl export` first")
+    bundle_dir = _check_bundle(bundle_dir)
     npz = bundle_dir / doc.get("file", "openset.npz")
     tmp = _write_npz(npz, arrays)  # a full disk here leaves the bundle as it was
     try:
@@ -640,13 +663,13 @@ def evaluate_run(run_path: str | Path, unknown_dir: str | Path, scorer: str | No
     run = Run(run_path)
     if scorer not in (None, "auto", "all") and scorer not in SCORER_NAMES:
         raise EdgetlError(f"unknown scorer {scorer!r}; choose auto, all or one of {', '.join(SCORER_NAMES)}")
+    out_dir = _check_out_dir(out, run.path)
     unknown_paths = image_paths(unknown_dir)
     embedder = Embedder(run, tflite)
     data = load_run_data(run, embedder, None, options)
     kp, ke, where = _known_eval(data)
     up, ue = embedder(unknown_paths, desc="unknown images")
     vp, ve, vy = data.val
-    out_dir = Path(out) if out else run.path / "openset"
     saved = out_dir / "openset.json"
     rows: list[dict[str, Any]] = []
     if scorer is None and saved.is_file():
@@ -686,6 +709,7 @@ def loco_run(run_path: str | Path, scorers: Sequence[str] = AUTO_CANDIDATES, tfl
     from edgetl.run import Run
 
     run = Run(run_path)
+    out_dir = _check_out_dir(out, run.path)
     data = load_run_data(run, Embedder(run, tflite), None, options)
     kp, ke, where = _known_eval(data)
     ky = data.test[2] if where == "test" else data.val[2]
@@ -694,7 +718,6 @@ def loco_run(run_path: str | Path, scorers: Sequence[str] = AUTO_CANDIDATES, tfl
                       "mean_fpr95": float(np.mean([r["fpr95"] for r in rows])),
                       "per_class": {run.labels[r["held"]]: round(r["auroc"], 4) for r in rows}}
                for name, rows in res.items() if rows}
-    out_dir = Path(out) if out else run.path / "openset"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "loco.json").write_text(json.dumps({"split": where, "scorers": summary}, indent=2) + "\n")
     plot_loco(summary, run.labels, out_dir / "loco.png")

@@ -125,7 +125,7 @@ def evaluate_cmd(
     top_k: int = typer.Option(5, "--top-k", help="Also report top-K accuracy."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for machines."),
     plot: Path = typer.Option(None, "--plot", help="Write a confusion-matrix PNG here (an existing folder: "
-                              "FOLDER/confusion_matrix.png)."),
+                              "FOLDER/confusion_matrix.png; missing folders are created)."),
 ) -> None:
     """Accuracy, top-k, per-class precision/recall/F1, confusion matrix and calibration (ECE)."""
     from edgetl.evaluate import evaluate
