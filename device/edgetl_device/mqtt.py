@@ -39,6 +39,7 @@ from edgetl_device.telemetry import HostTelemetry
 log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_STOPPING = "device stopping: the command was not run; send it again once the device is back online"
 TELEMETRY_FIELDS = ("fps", "inference_ms_p50", "inference_ms_p95", "motion_skip_ratio", "cpu_percent",
                     "temperature_c", "disk_free_mb", "model_version", "uptime_s", "outbox_depth",
                     "outbox_dropped", "camera_online")
@@ -169,7 +170,13 @@ class MqttReporter:
             time.sleep(0.02)
         self._stopping.set()
         self._wake.set()
-        self._commands.put(None)
+        # Never block here: the command thread may be held by a slow command with the queue full. The waiting
+        # commands are refused now (like those that reach a runtime that is shutting down), not run afterwards.
+        self._refuse_waiting_commands()
+        try:
+            self._commands.put_nowait(None)
+        except queue.Full:  # refilled since (a race with paho's thread): the command loop sees _stopping anyway
+            pass
         for t in self._threads:
             t.join(5)
         if self._connected.is_set():
@@ -281,18 +288,38 @@ class MqttReporter:
 
     def _on_message(self, client, userdata, message) -> None:
         name = message.topic.rsplit("/", 1)[-1]
+        if self._stopping.is_set():
+            self._refuse(name, message.payload, _STOPPING)
+            return
         try:
             self._commands.put_nowait((name, bytes(message.payload)))
         except queue.Full:
             # Answered at once, on paho's thread (publish only queues): the sender learns to retry later.
             waiting = self._commands.qsize()
             log.warning("command queue full (%d waiting); refused command %r", waiting, name)
+            self._refuse(name, message.payload, f"device busy: {waiting} commands waiting; retry later")
+
+    def _refuse(self, name: str, payload: bytes, error: str) -> None:
+        """Answer a command that is not run (publish only queues: safe on paho's thread)."""
+        try:
+            self.publish("cmd_result", {"request_id": _request_id(payload), "command": name[:40],
+                                        "ok": False, "error": error, "duration_ms": 0.0})
+        except Exception:
+            log.exception("could not answer refused command %r", name)
+
+    def _refuse_waiting_commands(self) -> None:
+        """Stopping: answer every queued command as not run, without running it."""
+        refused = 0
+        while True:
             try:
-                self.publish("cmd_result", {"request_id": _request_id(message.payload), "command": name[:40],
-                                            "ok": False, "error": f"device busy: {waiting} commands waiting; "
-                                            "retry later", "duration_ms": 0.0})
-            except Exception:
-                log.exception("could not answer refused command %r", name)
+                item = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._refuse(*item, _STOPPING)
+                refused += 1
+        if refused:
+            log.warning("stopping: refused %d waiting command(s)", refused)
 
     def _put_event(self, payload: dict[str, Any]) -> None:
         event = dict(payload)
@@ -386,7 +413,10 @@ class MqttReporter:
     def _command_loop(self) -> None:
         while True:
             item = self._commands.get()
-            if item is None:
+            if item is None or self._stopping.is_set():
+                if item is not None:
+                    self._refuse(*item, _STOPPING)
+                self._refuse_waiting_commands()
                 return
             if self._on_command is None:
                 log.warning("command %r arrived but nothing subscribed to commands", item[0])

@@ -127,10 +127,16 @@ class _ClipWriter(threading.Thread):
             raise OSError(f"cannot open a {codec} video writer for {self.tmp_path}")
         self.error: Exception | None = None
         self.written = 0
-        self.frame_bytes = size[0] * size[1] * 3
+        self._pending = 0  # real bytes of the queued frames: they may be larger than the clip's (resolution change)
+        self._pending_lock = threading.Lock()
+
+    def put(self, img: np.ndarray) -> None:
+        with self._pending_lock:
+            self._pending += img.nbytes
+        self.queue.put(img)
 
     def pending_bytes(self) -> int:
-        return self.queue.qsize() * self.frame_bytes
+        return self._pending
 
     def run(self) -> None:
         try:
@@ -138,8 +144,11 @@ class _ClipWriter(threading.Thread):
                 img = self.queue.get()
                 if img is None:
                     break
+                nbytes = img.nbytes
                 if (img.shape[1], img.shape[0]) != self.size:
                     img = cv2.resize(img, self.size, interpolation=cv2.INTER_AREA)
+                with self._pending_lock:
+                    self._pending -= nbytes
                 self.writer.write(img)
                 self.written += 1
         except Exception as exc:  # disk full, codec failure: reported by finish()
@@ -194,7 +203,7 @@ class Recorder:
         if self.clip is not None and self._writer is not None:
             self.clip.last_frame_time = now
             if self._wait_for_writer():
-                self._writer.queue.put(frame.image)
+                self._writer.put(frame.image)
                 self.clip.frames += 1
             else:
                 self.clip.frames_dropped += 1
@@ -268,7 +277,7 @@ class Recorder:
             return
         writer.start()
         for f in pre:
-            writer.queue.put(f.image)
+            writer.put(f.image)
         info.frames = info.pre_roll_frames = len(pre)
         info.best_frame = frame.image  # snapshot of the trigger frame unless a better one is noted
         self.ring = RingBuffer(self.cfg.pre_roll, self.ring.max_bytes)  # those frames now belong to the clip

@@ -140,6 +140,7 @@ class Runtime:
     def run(self, max_frames: int | None = None) -> dict[str, Any]:
         """Process frames until the camera ends, max_frames were processed, or stop(); returns the final status."""
         self._loop_thread = threading.current_thread()
+        self._forget_interrupted_downloads()  # before commands arrive: none of those downloads is running
         self.reporter.subscribe(self._on_command)
         self.camera = Camera(self.config.camera).start()
         self.state = "running"
@@ -193,6 +194,18 @@ class Runtime:
             pool.shutdown(wait=True)
             self._shutdown()
         return self.status()
+
+    def _forget_interrupted_downloads(self) -> None:
+        """Remove the model downloads a crash or power loss cut off (`<data_dir>/bundles/.incoming`) at start,
+        not at the first update_model, which may come weeks later: the updater does it when it is made."""
+        if not (self.data_dir / "bundles" / ".incoming").is_dir():
+            return  # no download was ever started here: nothing to import or clean
+        try:
+            from edgetl_device.commands import updater_for
+
+            updater_for(self)
+        except Exception as exc:  # a clean-up must never stop the device from starting
+            log.warning("could not remove interrupted model downloads: %s", exc)
 
     def _prepare(self, frame: Frame, pool: ThreadPoolExecutor) -> Prepared:
         """Gate here (cheap); only frames that will be inferred get their model input made on the worker,
