@@ -47,11 +47,15 @@ def generate_keys(out: str | os.PathLike[str], overwrite: bool = False) -> tuple
                              serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # the mode above applies only to a new file; an overwritten key keeps its old mode
-    with os.fdopen(fd, "wb") as f:
-        f.write(priv)
-    pub_path.write_bytes(pub)
+    # Both halves are written whole under temporary names before either is renamed into place: a full disk
+    # leaves the previous pair, never half a key or a new private key beside the old public one.
+    with replacing(priv_path) as tmp_priv:
+        fd = os.open(tmp_priv, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 from its first byte
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+            f.write(priv)
+        with replacing(pub_path) as tmp_pub:
+            tmp_pub.write_bytes(pub)
     log.info("key %s: private %s, public %s", key_id(key.public_key()), priv_path, pub_path)
     return priv_path, pub_path
 

@@ -9,6 +9,7 @@ Three input layouts are accepted everywhere:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -579,6 +580,8 @@ def frames_from_video(video: str | Path, out_dir: str | Path, label: str, *, eve
     import cv2
     from tqdm.auto import tqdm
 
+    from edgetl.atomic import write_bytes
+
     video = Path(video)
     if (every is None) == (scene_threshold is None):
         raise EdgetlError("give exactly one of --every N or --scene-threshold T")
@@ -595,6 +598,7 @@ def frames_from_video(video: str | Path, out_dir: str | Path, label: str, *, eve
         raise EdgetlError(f"OpenCV cannot open {video}; convert it to MP4 (H.264) or AVI")
     target = Path(out_dir) / label  # made at the first frame: an empty class folder would break the dataset
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    made_target = not target.exists()
     written: list[Path] = []
     last_thumb = None
     index = -1
@@ -623,9 +627,18 @@ def frames_from_video(video: str | Path, out_dir: str | Path, label: str, *, eve
                         frame = cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
                 target.mkdir(parents=True, exist_ok=True)
                 path = target / f"{video.stem}_{index:06d}.jpg"
-                if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_JPEG_QUALITY, 95]):
-                    raise EdgetlError(f"cannot write {path}; check the output folder")
+                # encoded in memory, then written all or nothing: a full disk (which cv2.imwrite may not even
+                # report) leaves the previous frame or none, never a cut-off JPEG in the class folder
+                encoded, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                if not encoded:
+                    raise EdgetlError(f"cannot encode frame {index} of {video} as JPEG")
+                write_bytes(path, jpeg.tobytes())
                 written.append(path)
+    except BaseException:
+        if made_target and not written:  # an empty class folder would break the dataset
+            with contextlib.suppress(OSError):
+                target.rmdir()
+        raise
     finally:
         cap.release()
     if index < 0:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.atomic import naming, replacing, temp_name
+from edgetl.atomic import naming, replacing, temp_name, write_text
 from edgetl.errors import EdgetlError
 from edgetl.linear_head import softmax
 from edgetl_device.openset import (
@@ -694,7 +694,7 @@ def evaluate_run(run_path: str | Path, unknown_dir: str | Path, scorer: str | No
                      "false_alarm_at_95_detection": false_alarm_at_detection(ks, us),
                      "threshold": threshold, "false_alarm": false_alarm_rate(ks, threshold),
                      "detection": detection_rate(us, threshold), "plot": str(png), "embeddings": embedder.source})
-    (out_dir / "evaluate.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_text(out_dir / "evaluate.json", json.dumps(rows, indent=2) + "\n")  # after the plots it lists
     return rows
 
 
@@ -719,8 +719,9 @@ def loco_run(run_path: str | Path, scorers: Sequence[str] = AUTO_CANDIDATES, tfl
                       "per_class": {run.labels[r["held"]]: round(r["auroc"], 4) for r in rows}}
                for name, rows in res.items() if rows}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "loco.json").write_text(json.dumps({"split": where, "scorers": summary}, indent=2) + "\n")
+    # each file all or nothing; the plot first, so that a full disk there leaves the previous json beside it
     plot_loco(summary, run.labels, out_dir / "loco.png")
+    write_text(out_dir / "loco.json", json.dumps({"split": where, "scorers": summary}, indent=2) + "\n")
     return {"split": where, "scorers": summary}
 
 
@@ -730,6 +731,8 @@ def plot_loco(summary: dict[str, Any], labels: list[str], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from edgetl.plots import save_figure
 
     names = list(summary)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 4))
@@ -745,6 +748,4 @@ def plot_loco(summary: dict[str, Any], labels: list[str], path: Path) -> Path:
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

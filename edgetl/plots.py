@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
+
+from edgetl.atomic import replacing
 
 MAX_INCHES = 24.0  # confusion matrix side: 2,400 px at 100 dpi
 MAX_TICK_LABELS = 100
@@ -19,6 +23,27 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str] | IO[bytes], **savefig: Any) -> Any:
+    """`fig.savefig(path)`, then close `fig` (also on failure). A file name is written all or nothing: a full disk
+    or a kill leaves the previous picture, never half a PNG. A file object (report.html's in-memory PNGs) is
+    written directly. Returns the path written (`.png` added to a name without a suffix, as matplotlib does)."""
+    plt = _plt()
+    try:
+        if not isinstance(path, (str, os.PathLike)):
+            fig.savefig(path, **savefig)
+            return path
+        path = Path(path)
+        fmt = savefig.pop("format", None) or path.suffix[1:].lower()
+        if not fmt:  # matplotlib writes NAME.png; the temporary name must not make it guess
+            fmt = plt.rcParams["savefig.format"]
+            path = path.with_name(path.name.rstrip(".") + "." + fmt)
+        with replacing(path) as tmp:
+            fig.savefig(tmp, format=fmt, **savefig)
+    finally:
+        plt.close(fig)
+    return path
 
 
 def plot_curves(history: Sequence[dict], path: Path) -> None:
@@ -42,8 +67,7 @@ def plot_curves(history: Sequence[dict], path: Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_confusion_matrix(cm: np.ndarray, labels: Sequence[str], path: Path, title: str = "") -> None:
@@ -72,5 +96,4 @@ def plot_confusion_matrix(cm: np.ndarray, labels: Sequence[str], path: Path, tit
                         color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
     ax.set_title(title or "confusion matrix", parse_math=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from edgetl.atomic import replacing
 from edgetl.errors import EdgetlError
+from edgetl.plots import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +257,8 @@ def save_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray, out_dir: P
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "00_input.png"]
-    plt.imsave(paths[0], np.clip(image, 0, 255).astype(np.uint8))
+    with replacing(paths[0]) as tmp:  # each picture all or nothing: a full disk leaves the previous one
+        plt.imsave(tmp, np.clip(image, 0, 255).astype(np.uint8), format="png")
     for k, (name, fmap) in enumerate(maps.items(), start=1):
         grid, _ = channel_grid(fmap, max_channels)
         h, w, c = fmap.shape
@@ -268,9 +271,7 @@ def save_feature_maps(maps: dict[str, np.ndarray], image: np.ndarray, out_dir: P
         ax.axis("off")
         fig.tight_layout()
         path = out_dir / f"{k:02d}_{name.replace('/', '__')}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, path, dpi=100))
     if maps:
         paths.append(save_layers_overview(maps, image, out_dir / "layers.png"))
     return paths
@@ -298,9 +299,7 @@ def save_layers_overview(maps: dict[str, np.ndarray], image: np.ndarray, path: P
         for k in range(len(order)):
             axes[r, k + 1].imshow(norm[:, :, k], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -399,9 +398,7 @@ def save_gradcam(image: np.ndarray, cam: GradCam, labels: Sequence[str], path: P
         ax.axis("off")
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -546,6 +543,4 @@ def save_contact_sheet(items: Sequence[Misclassified], path: Path, cols: int = 4
                      parse_math=False)  # class and file names are not TeX: "$1_$5" raised at savefig
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
