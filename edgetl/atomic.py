@@ -37,6 +37,18 @@ def disk_full_message(where: object, exc: OSError) -> str:
             "elsewhere) and run the command again")
 
 
+def in_the_way(folder: Path) -> tuple[Path, str] | None:
+    """What stops `folder` (and its missing parents) from being made: the first of them, from `folder` up, that
+    exists but is no folder, with "a file" or "a broken link"; None when nothing does. Checked before a command
+    does any work, so the answer is a clear error rather than an errno at the end."""
+    for p in (folder, *folder.parents):
+        if p.is_dir():
+            return None
+        if p.exists() or p.is_symlink():
+            return p, "a file" if p.exists() else "a broken link"
+    return None
+
+
 def temp_name(path: Path) -> Path:
     """A hidden name beside `path` that keeps its suffix (Keras and matplotlib pick the format from it)."""
     return path.with_name(f".{path.stem}.{secrets.token_hex(4)}{PARTIAL}{path.suffix}")

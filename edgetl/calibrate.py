@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.atomic import replacing_dir
+from edgetl.atomic import in_the_way, replacing_dir
 from edgetl.errors import EdgetlError
 
 log = logging.getLogger(__name__)
@@ -188,13 +188,11 @@ def build(data: str | os.PathLike[str], out: str | os.PathLike[str], size: int =
         if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents or inside:
             raise EdgetlError(f"--out {out} overlaps {src}; write the calibration set to a separate folder "
                               "(e.g. calibration/NAME)")
-    for p in (out, *out.parents):  # before any image is read: a file here said "[Errno 20] Not a directory"
-        if p.is_dir():
-            break
-        if p.exists() or p.is_symlink():
-            where = f"--out {out}" if p == out else f"--out {out}: {p}"
-            what = "a file" if p.exists() else "a broken link"
-            raise EdgetlError(f"{where} is {what}; give a folder for the calibration set (e.g. calibration/NAME)")
+    blocked = in_the_way(out)  # before any image is read: a file here said "[Errno 20] Not a directory"
+    if blocked:
+        p, what = blocked
+        where = f"--out {out}" if p == out else f"--out {out}: {p}"
+        raise EdgetlError(f"{where} is {what}; give a folder for the calibration set (e.g. calibration/NAME)")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise EdgetlError(f"{out} already exists; choose another name or pass --overwrite")

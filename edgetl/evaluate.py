@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetl import data as D
+from edgetl.atomic import in_the_way
 from edgetl.errors import EdgetlError
 from edgetl.metrics import classification_report
 from edgetl.run import Run, predict_batches
@@ -80,13 +81,11 @@ def evaluate(run: str | Path | Run, data=None, *, split: str | None = None, top_
 def _check_plot(plot: Path) -> None:
     """Before any image is read: --plot must be writable as a picture (the errno or matplotlib's "Format 'txt'
     is not supported" came only after the whole inference)."""
-    for p in plot.parents:
-        if p.is_dir():
-            break
-        if p.exists() or p.is_symlink():
-            what = "a file" if p.exists() else "a broken link"
-            raise EdgetlError(f"--plot {plot}: {p} is {what}, not a folder; give a PNG file name in a folder "
-                              "(missing folders are created)")
+    blocked = in_the_way(plot.parent)
+    if blocked:
+        p, what = blocked
+        raise EdgetlError(f"--plot {plot}: {p} is {what}, not a folder; give a PNG file name in a folder "
+                          "(missing folders are created)")
     if plot.suffix:
         from matplotlib.backend_bases import FigureCanvasBase
 

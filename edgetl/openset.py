@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from edgetl.atomic import naming, replacing, temp_name, write_text
+from edgetl.atomic import in_the_way, naming, replacing, temp_name, write_text
 from edgetl.errors import EdgetlError
 from edgetl.linear_head import softmax
+from edgetl.plots import save_figure
 from edgetl_device.openset import (
     BACKGROUND_SPACES,
     KNN,
@@ -468,11 +469,7 @@ def plot_scores(known: np.ndarray, unknown: np.ndarray, threshold: float | None,
     fig.suptitle(title, parse_math=False)  # holds the unknown folder's name: "$$x" is not TeX
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with replacing(path) as tmp:  # a full disk leaves the previous plot, not half a PNG
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=100)  # a full disk leaves the previous plot, not half a PNG
     return path
 
 
@@ -568,14 +565,12 @@ def _check_out_dir(out: str | Path | None, run_path: Path) -> Path:
     above it) failed only at the end, as "[Errno 17] File exists" / "[Errno 20] Not a directory"."""
     out_dir = Path(out) if out else run_path / "openset"
     name = f"--out {out_dir}" if out else str(out_dir)
-    for p in (out_dir, *out_dir.parents):
-        if p.is_dir():
-            break
-        if p.exists() or p.is_symlink():  # a file, or a link to nothing: no folder can be made there
-            where = name if p == out_dir else f"{name}: {p}"
-            what = "a file" if p.exists() else "a broken link"
-            hint = "give a folder (default RUN/openset)" if out else "move it away or give another folder with --out"
-            raise EdgetlError(f"{where} is {what}; {hint}")
+    blocked = in_the_way(out_dir)
+    if blocked:
+        p, what = blocked
+        where = name if p == out_dir else f"{name}: {p}"
+        hint = "give a folder (default RUN/openset)" if out else "move it away or give another folder with --out"
+        raise EdgetlError(f"{where} is {what}; {hint}")
     return out_dir
 
 
@@ -634,12 +629,8 @@ def write_to_bundle(bundle_dir: str | Path, doc: dict[str, Any], arrays: dict[st
     from edgetl.bundle import refresh_manifest
 
     bundle_dir = _check_bundle(bundle_dir)
-    npz = bundle_dir / doc.get("file", "openset.npz")
-    tmp = _write_npz(npz, arrays)  # a full disk here leaves the bundle as it was
-    try:
-        os.replace(tmp, npz)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(bundle_dir / doc.get("file", "openset.npz")) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)  # a full disk here leaves the bundle as it was
     refresh_manifest(bundle_dir, unknown=doc)  # until this lands the manifest's hashes flag openset.npz as changed
     log.info("wrote the open-set scorer into %s; sign the bundle again (`edgetl bundle sign`)", bundle_dir)
 
@@ -732,7 +723,6 @@ def plot_loco(summary: dict[str, Any], labels: list[str], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgetl.plots import save_figure
 
     names = list(summary)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels)), 4))

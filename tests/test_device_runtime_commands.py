@@ -177,7 +177,8 @@ def test_swap_model_to_a_signed_bundle_and_refuse_a_tampered_one(shared_data, tm
     assert any(s.get("model_version") == "2.0.0" for s in statuses)
 
 
-def test_bundle_in_config_brings_its_open_set_scorer(shared_data, tmp_path):
+def _coral_bundle_config(shared_data, tmp_path, model_version: str, unknown: dict, arrays: dict | None = None):
+    """A vtest config whose model is a signed bundle of the Coral MobileNetV1 (plus `arrays` as openset.npz)."""
     from edgetl.bundle import generate_keys, sign_bundle, write_manifest
 
     keys = generate_keys(tmp_path / "keys" / "publisher")
@@ -185,13 +186,22 @@ def test_bundle_in_config_brings_its_open_set_scorer(shared_data, tmp_path):
     root.mkdir()
     shutil.copy(shared_data / "models/mobilenet_v1_0.25_128_quant.tflite", root / "model.tflite")
     shutil.copy(shared_data / "models/imagenet_labels.txt", root / "labels.txt")
-    write_manifest(root, {"model_version": "7.1.0", "input": {"normalization": "raw_0_255", "center_crop": False},
-                          "outputs": [{"name": "probabilities", "index": 0}],
-                          "unknown": {"scorer": "msp", "params": {}, "threshold": 0.123}})
+    if arrays is not None:
+        np.savez(root / "openset.npz", **arrays)
+    write_manifest(root, {"model_version": model_version,
+                          "input": {"normalization": "raw_0_255", "center_crop": False},
+                          "outputs": [{"name": "probabilities", "index": 0}], "unknown": unknown})
     sign_bundle(root, keys[0])
     cfg = vtest_config(shared_data, tmp_path / "data")
     cfg.model = cfg.model.model_copy(update={"path": None, "labels": None, "bundle": root})
     cfg.trusted_keys = [keys[1]]
+    return cfg
+
+
+def test_bundle_in_config_brings_its_open_set_scorer(shared_data, tmp_path):
+    from edgetl.bundle import generate_keys
+
+    cfg = _coral_bundle_config(shared_data, tmp_path, "7.1.0", {"scorer": "msp", "params": {}, "threshold": 0.123})
     runtime = Runtime(cfg)
     assert runtime.model.model_version == "7.1.0" and len(runtime.model.labels) == 1001
     assert runtime.decider.threshold == pytest.approx(0.123)
@@ -207,21 +217,9 @@ def test_bundle_in_config_brings_its_open_set_scorer(shared_data, tmp_path):
 def test_open_set_arrays_that_do_not_fit_the_model_are_refused_at_load(shared_data, tmp_path):
     # A cosine scorer needs the model's embedding: this plain classifier has none. Refused at load, not at the
     # first frame inside the camera loop.
-    from edgetl.bundle import generate_keys, sign_bundle, write_manifest
-
-    keys = generate_keys(tmp_path / "keys" / "publisher")
-    root = tmp_path / "bundle"
-    root.mkdir()
-    shutil.copy(shared_data / "models/mobilenet_v1_0.25_128_quant.tflite", root / "model.tflite")
-    shutil.copy(shared_data / "models/imagenet_labels.txt", root / "labels.txt")
-    np.savez(root / "openset.npz", prototypes=np.ones((1001, 16), np.float32))
-    write_manifest(root, {"model_version": "7.2.0", "input": {"normalization": "raw_0_255", "center_crop": False},
-                          "outputs": [{"name": "probabilities", "index": 0}],
-                          "unknown": {"scorer": "cosine", "params": {}, "threshold": 0.5, "file": "openset.npz"}})
-    sign_bundle(root, keys[0])
-    cfg = vtest_config(shared_data, tmp_path / "data")
-    cfg.model = cfg.model.model_copy(update={"path": None, "labels": None, "bundle": root})
-    cfg.trusted_keys = [keys[1]]
+    cfg = _coral_bundle_config(shared_data, tmp_path, "7.2.0",
+                               {"scorer": "cosine", "params": {}, "threshold": 0.5, "file": "openset.npz"},
+                               {"prototypes": np.ones((1001, 16), np.float32)})
     with pytest.raises(DeviceError, match="open-set scorer does not fit its model"):
         Runtime(cfg)
 

@@ -82,15 +82,23 @@ def test_ota_defaults_are_the_updaters_and_bad_values_name_the_key(shared_data, 
         load_config(path)
 
 
-def test_a_download_cut_off_by_a_crash_is_removed_when_the_updater_starts(tmp_path, public_key):
-    incoming = tmp_path / "bundles" / ".incoming"
+def _interrupted_downloads(bundles):
+    """What a crash leaves in `bundles/.incoming`: an http download cut off (to remove) and an unfinished chunked
+    transfer (kept, so its sender can finish it). Returns (download, transfer folder)."""
+    incoming = bundles / ".incoming"
     incoming.mkdir(parents=True)
     leftover = incoming / f"{uuid.uuid4().hex}.tar.gz"  # what _download was writing when the process died
     leftover.write_bytes(b"\x1f\x8b" + bytes(64 * 1024))
-    transfer = incoming / "t1"  # an unfinished chunked transfer: kept, so the sender can finish it
+    transfer = incoming / "t1"
     transfer.mkdir()
     (transfer / "000000.part").write_bytes(b"x")
     (transfer / "count").write_text(f"2 {'0' * 64}")
+    return leftover, transfer
+
+
+def test_a_download_cut_off_by_a_crash_is_removed_when_the_updater_starts(tmp_path, public_key):
+    leftover, transfer = _interrupted_downloads(tmp_path / "bundles")
+    incoming = leftover.parent
 
     updater = ModelUpdater(tmp_path / "bundles", [public_key])
 
@@ -98,3 +106,21 @@ def test_a_download_cut_off_by_a_crash_is_removed_when_the_updater_starts(tmp_pa
     assert (transfer / "000000.part").is_file() and updater.incoming == incoming
     ModelUpdater(tmp_path / "fresh" / "bundles", [public_key])  # no bundles folder yet: nothing to clean
     assert not (tmp_path / "fresh").exists()
+
+
+def test_the_runtime_removes_interrupted_downloads_when_it_starts(shared_data, tmp_path):
+    # not only when the first update_model arrives, which may be weeks later
+    data_dir = tmp_path / "data"
+    leftover, transfer = _interrupted_downloads(data_dir / "bundles")
+
+    status = Runtime(DeviceConfig.model_validate(vtest_device_dict(shared_data, "cam-ota", data_dir))).run(max_frames=3)
+
+    assert status["state"] == "stopped"
+    assert not leftover.exists(), "the interrupted download is still on the disk after the device started"
+    assert (transfer / "000000.part").is_file()
+
+
+def test_a_device_without_a_bundles_folder_gets_none(shared_data, tmp_path):
+    data_dir = tmp_path / "data"
+    Runtime(DeviceConfig.model_validate(vtest_device_dict(shared_data, "cam-ota", data_dir))).run(max_frames=3)
+    assert not (data_dir / "bundles").exists()

@@ -204,6 +204,12 @@ def _request_id(payload: bytes) -> str | None:
     return rid[:128] if isinstance(rid, str) else None
 
 
+def refusal(name: str, payload: bytes, error: str) -> dict[str, Any]:
+    """The `cmd_result` of a command that is not run at all (device busy or stopping)."""
+    return {"request_id": _request_id(payload), "command": str(name)[:40], "ok": False, "error": error,
+            "duration_ms": 0.0}
+
+
 def execute(cmd: Command, target: CommandTarget, updater: Any = None) -> dict[str, Any]:
     """Run a validated command; returns the `result` object."""
     if isinstance(cmd, Ping):

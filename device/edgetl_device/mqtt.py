@@ -29,6 +29,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from edgetl_device.commands import refusal
 from edgetl_device.config import MqttConfig
 from edgetl_device.errors import DeviceError
 from edgetl_device.events import SCHEMA_VERSION
@@ -61,15 +62,6 @@ def _dumps(payload: dict[str, Any]) -> str:
 def _same_status(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
     """Equal but for the time."""
     return b is not None and {k: v for k, v in a.items() if k != "time"} == {k: v for k, v in b.items() if k != "time"}
-
-
-def _request_id(payload: bytes) -> str | None:
-    """A command's request_id, best effort (as edgetl_device.commands echoes it)."""
-    try:
-        rid = json.loads(payload).get("request_id")
-    except Exception:
-        return None
-    return rid[:128] if isinstance(rid, str) else None
 
 
 class _OutageNoise(logging.Filter):
@@ -302,8 +294,7 @@ class MqttReporter:
     def _refuse(self, name: str, payload: bytes, error: str) -> None:
         """Answer a command that is not run (publish only queues: safe on paho's thread)."""
         try:
-            self.publish("cmd_result", {"request_id": _request_id(payload), "command": name[:40],
-                                        "ok": False, "error": error, "duration_ms": 0.0})
+            self.publish("cmd_result", refusal(name, payload, error))
         except Exception:
             log.exception("could not answer refused command %r", name)
 

@@ -55,6 +55,21 @@ class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def forget_interrupted_downloads(bundles_dir: str | os.PathLike[str]) -> None:
+    """At start: remove http(s) downloads (`<bundles>/.incoming/<uuid>.tar.gz`) a crash or power loss cut off.
+    Chunked transfers (folders) are kept, so their sender can finish them."""
+    incoming = Path(bundles_dir) / ".incoming"
+    if not incoming.is_dir():
+        return
+    for path in incoming.glob("*.tar.gz"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                log.info("removed interrupted model download %s", path.name)
+        except OSError as exc:
+            log.warning("cannot remove interrupted model download %s: %s", path, exc)
+
+
 def chunk_commands(archive: str | os.PathLike[str], chunk_bytes: int = CHUNK_BYTES,
                    transfer_id: str | None = None) -> Iterator[dict[str, Any]]:
     """`update_model` command payloads that send `archive` over MQTT in pieces (host/fleet side)."""
@@ -121,7 +136,7 @@ class ModelUpdater:
         self.frame_source = frame_source  # callable -> BGR frame for the health check, or None
         self.incoming = self.dir / ".incoming"
         self._lock = threading.Lock()
-        self._forget_interrupted_downloads()
+        forget_interrupted_downloads(self.dir)
 
     @property
     def current(self) -> Path | None:
@@ -265,19 +280,6 @@ class ModelUpdater:
             out.unlink(missing_ok=True)
             raise DeviceError(f"update_model: cannot download {url}: {exc}") from exc
         return out
-
-    def _forget_interrupted_downloads(self) -> None:
-        """At start: remove http(s) downloads (`.incoming/<uuid>.tar.gz`) a crash or power loss cut off.
-        Chunked transfers (folders) are kept, so their sender can finish them."""
-        if not self.incoming.is_dir():
-            return
-        for path in self.incoming.glob("*.tar.gz"):
-            try:
-                if path.is_file() and not path.is_symlink():
-                    path.unlink()
-                    log.info("removed interrupted model download %s", path.name)
-            except OSError as exc:
-                log.warning("cannot remove interrupted model download %s: %s", path, exc)
 
     def _forget_stale_transfers(self) -> None:
         """Drop chunked transfers that stopped arriving (no chunk for STALE_TRANSFER_S)."""

@@ -197,15 +197,12 @@ class Runtime:
 
     def _forget_interrupted_downloads(self) -> None:
         """Remove the model downloads a crash or power loss cut off (`<data_dir>/bundles/.incoming`) at start,
-        not at the first update_model, which may come weeks later: the updater does it when it is made."""
+        not at the first update_model, which may come weeks later."""
         if not (self.data_dir / "bundles" / ".incoming").is_dir():
             return  # no download was ever started here: nothing to import or clean
-        try:
-            from edgetl_device.commands import updater_for
+        from edgetl_device.ota import forget_interrupted_downloads
 
-            updater_for(self)
-        except Exception as exc:  # a clean-up must never stop the device from starting
-            log.warning("could not remove interrupted model downloads: %s", exc)
+        forget_interrupted_downloads(self.data_dir / "bundles")
 
     def _prepare(self, frame: Frame, pool: ThreadPoolExecutor) -> Prepared:
         """Gate here (cheap); only frames that will be inferred get their model input made on the worker,
